@@ -93,8 +93,12 @@ def plan(quick: bool, tasks=None, models=None, seeds: int = 3):
     return runs
 
 
+#: Bumped whenever a change makes earlier results incomparable (2: MixedInertia c = -1, EMLP step sizes).
+RESULTS_VERSION = 2
+
+
 def run_key(spec) -> str:
-    return "{protocol}|{task}|{model}|seed{seed}|N{n_train}|ch{ch}|ep{epochs}".format(**spec)
+    return "v{v}|{protocol}|{task}|{model}|seed{seed}|N{n_train}|ch{ch}|ep{epochs}".format(v=RESULTS_VERSION, **spec)
 
 
 def _slug(text: str) -> str:

@@ -114,3 +114,23 @@ def test_target_function_accepts_numpy():
     x = np.random.default_rng(0).standard_normal((3, 20))
     y = target_function("mixed-inertia:o2z")(x)
     assert isinstance(y, np.ndarray) and y.shape == (3, 9)
+
+
+def test_mixed_inertia_formula_matches_the_spec():
+    """y = I (I3 + c e_a e_a^T), c = -1 for the o2 variants; none: I (I3 + c(-e_x e_x^T + e_y e_y^T))."""
+    x = np.abs(np.random.default_rng(1).standard_normal((4, 20)))
+    inertia = target_function("inertia")(x).reshape(4, 3, 3)
+    e = np.eye(3)
+    expected = {"o3": np.eye(3), "o2x": np.eye(3) - np.outer(e[0], e[0]), "o2y": np.eye(3) - np.outer(e[1], e[1]),
+                "o2z": np.eye(3) - np.outer(e[2], e[2]),
+                "none": np.eye(3) - (-np.outer(e[0], e[0]) + np.outer(e[1], e[1]))}
+    for variant, m in expected.items():
+        y = target_function(f"mixed-inertia:{variant}")(x).reshape(4, 3, 3)
+        assert np.allclose(y, inertia @ m, atol=1e-12)
+    y = target_function("mixed-inertia:o2z", c=0.3)(x).reshape(4, 3, 3)
+    assert np.allclose(y, inertia @ (np.eye(3) + 0.3 * np.outer(e[2], e[2])), atol=1e-12)
+    assert make_task("mixed-inertia:o2z", n_train=3, seed=0, c=0.3).info["c"] == 0.3
+    with pytest.raises(ConfigError, match="only applies"):
+        make_task("inertia", n_train=3, c=0.3)
+    with pytest.raises(ConfigError, match="non-zero"):
+        make_task("mixed-inertia:o2z", n_train=3, c=0.0)

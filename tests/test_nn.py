@@ -107,10 +107,27 @@ def test_equivariant_linear_shapes_and_counts(group, rin, rout):
     y = lin(torch.randn(3, 7, lin.rep_in.size, dtype=F64))
     assert y.shape == (3, 7, lin.rep_out.size)
     # W = Q c with the coefficient order of softsym.Basis, differentiable in c
-    assert torch.allclose(bw.expand(lin.weight_coef).reshape(lin.weight.shape), lin.weight, atol=1e-12)
-    assert torch.allclose(bb.expand(lin.bias_coef), lin.bias, atol=1e-12)
+    cw, cb = lin.basis_coefficients()
+    assert torch.allclose(bw.expand(cw).reshape(lin.weight.shape), lin.weight, atol=1e-12)
+    assert torch.allclose(bb.expand(cb), lin.bias, atol=1e-12)
     lin.weight.sum().backward()
     assert lin.weight_coef.grad is not None
+    # coef_scale="none": the parameters are the orthonormal-basis coefficients themselves
+    plain = EquivariantLinear(rin, rout, group=G, dtype=F64, coef_scale="none")
+    assert torch.allclose(bw.expand(plain.weight_coef).reshape(plain.weight.shape), plain.weight, atol=1e-12)
+
+
+def test_l1_coefficient_scale_gives_emlp_step_sizes():
+    """A unit change of a trained coefficient moves W by ||q||_1 q (EMLP's Adam step along q), e.g. the O(3)
+    identity block q = I/sqrt(3) of Hom(V, V): W moves by I (sqrt(3) * I/sqrt(3))."""
+    lin = EquivariantLinear("V", "V", group="O(3)", dtype=F64, bias=False)
+    assert lin.weight_dim == 1
+    with torch.no_grad():
+        w0 = lin.weight.clone()
+        lin.weight_coef.add_(1.0)
+    assert torch.allclose(lin.weight - w0, torch.eye(3, dtype=F64), atol=1e-12)
+    with pytest.raises(softsym.errors.ConfigError, match="coef_scale"):
+        EquivariantLinear("V", "V", group="O(3)", coef_scale="l2")
 
 
 def test_equivariant_linear_no_bias_and_bound_reps():
@@ -447,6 +464,49 @@ def test_soft_emlp_lambda_drives_equivariance():
         errors[lam] = equivariance_error(m, rin, rout, m.groups[3], batch=32, n_g=4)
     assert errors[100.0] < errors[1.0] < errors[0.0], errors
     assert errors[100.0] < 0.2 * errors[0.0], errors
+
+
+def test_soft_emlp_proximal_step():
+    """penalty="prox": the penalty leaves the loss and acts as theta <- theta - f (theta - P theta) after each
+    step, f = lr lambda / (1 + lr lambda): one candidate's residual shrinks by exactly (1 - f)^2."""
+    torch.manual_seed(0)
+    m = SoftEMLP("5V0+5V", "V**2", ["O(3)", "O(2)@z"], ch=16, num_layers=1, dtype=F64, penalty="prox",
+                 strengths=[0.0, 50.0])
+    assert float(m.regularization()) == 0.0
+    r0 = m.residuals().detach()
+    m.proximal_step(0.01)  # f = 0.5 / 1.5 = 1/3
+    r1 = m.residuals().detach()
+    assert math.isclose(float(r1[1] / r0[1]), (2 / 3) ** 2, rel_tol=1e-9)
+    assert float(r1[0]) < float(r0[0])  # moving towards the O(2)@z subspace also reduces part of the O(3) residual
+    theta = m.flat_parameters().detach().clone()
+    full = m.projection.shrink_(theta.clone(), [0.0, 1.0])  # f = 1 is the projection
+    assert torch.allclose(full, m.projection.project(theta, 1), atol=1e-14)
+    m.symmetry.set_strengths([0.0, 0.0])
+    m.proximal_step(0.01)  # zero strengths: nothing moves
+    assert torch.equal(m.flat_parameters().detach(), theta)
+    with pytest.raises(ConfigError, match="penalty"):
+        SoftEMLP("5V0+5V", "V**2", ["O(3)"], ch=8, num_layers=1, penalty="l2")
+
+
+def test_soft_emlp_prox_training_reaches_the_subspace():
+    """Training with a strong prox strength on O(2)@z gives an (almost) exactly O(2)@z-equivariant model."""
+    from softsym.data.synthetic import make_task
+
+    task = make_task("inertia", n_train=128, n_val=8, n_test=8, seed=0)
+    x, y = task.x_train, task.y_train
+    torch.manual_seed(0)
+    m = SoftEMLP("5V0+5V", "V**2", CANDIDATES, ch=16, num_layers=1, dtype=F64, penalty="prox", swish_path=False,
+                 strengths=[0.0, 0.0, 0.0, 1e6])
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss = ((m(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        m.proximal_step(3e-3)
+    rin, rout = m.candidate_reps(3)
+    assert equivariance_error(m, rin, rout, m.groups[3], batch=16, n_g=4) < 1e-4  # 1 - f = 3e-4 of the last step
+    assert equivariance_error(m, *m.candidate_reps(0), m.groups[0], batch=16, n_g=4) > 1e-3
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -8,7 +8,8 @@ Names
 ``rpp``            residual pathway prior (EMLP + MLP paths, RPP's prior as regularisation)
 ``per``            SoftEMLP over the task's candidate groups, strengths set by PER's heuristic tuner
 ``soft``           SoftEMLP over the task's candidate groups without the swish path (the strengths alone decide how
-                   equivariant it is), strengths learned by softsym's validation-test tuner (``SoftTuner``)
+                   equivariant it is), penalties applied as proximal steps (``penalty="prox"``), strengths learned
+                   by softsym's validation-test tuner (``SoftTuner``)
 
 Every model is wrapped in :class:`Standardized`, which applies the task's normalisation: the inner network sees
 ``x / x_scale`` and predicts ``(y - y_mean) / y_std``; the wrapper returns raw-scale predictions, so losses and
@@ -103,6 +104,12 @@ class Standardized(nn.Module):
         if sym is None:
             raise AttributeError(f"{self.model_name} has no soft symmetry")
         return sym
+
+    def proximal_step(self, lr: float) -> None:
+        """Forward the trainer's post-step hook to the network (soft models with ``penalty="prox"``)."""
+        fn = getattr(self.net, "proximal_step", None)
+        if fn is not None:
+            fn(lr)
 
     def residuals(self) -> torch.Tensor:
         fn = getattr(self.net, "residuals", None)
@@ -205,7 +212,7 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
                                    full_group=full, **{"seed": seed, **opts})
             else:  # soft: no swish path, so the strengths alone decide how equivariant the model is
                 net = snn.SoftEMLP(task.rep_in, task.rep_out, list(candidates), ch=ch, num_layers=num_layers,
-                                   full_group=full, **{"seed": seed, "swish_path": False, **opts})
+                                   full_group=full, **{"seed": seed, "swish_path": False, "penalty": "prox", **opts})
         except SoftsymError:
             raise
         except TypeError as exc:
@@ -221,7 +228,7 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
     model.rep_in, model.rep_out = task.rep_in, task.rep_out
     model.spec = {"name": label, "task": task.name, "ch": ch, "num_layers": num_layers,
                   "dtype": str(dtype).replace("torch.", ""), "seed": seed, "candidates": list(candidates),
-                  "gated_wd": gated_wd, "swish_path": kind in ("rpp", "per") or bool(opts.get("swish_path", False)),
+                  "gated_wd": gated_wd, "penalty": getattr(net, "penalty", None), "swish_path": kind in ("rpp", "per") or bool(opts.get("swish_path", False)),
                   "options": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
                               for k, v in opts.items()}}
     return model

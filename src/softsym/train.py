@@ -529,6 +529,9 @@ class Trainer:
                         loss.backward()
                         strat.all_reduce_gradients(model.parameters())
                         self.optimizer.step()
+                        prox = getattr(model, "proximal_step", None)
+                        if prox is not None:
+                            prox(lr)
                         step += 1
                         self._step_seconds += time.perf_counter() - t0
                         self._steps_timed += 1

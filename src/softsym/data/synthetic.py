@@ -11,9 +11,11 @@ mean/std that is applied only to invariant outputs. Reported MSE is always on th
   (EMLP's stats are 0, 1, 0, 1).
 * ``particle-interaction`` (O(1,3), 4V -> V0): four-momenta N(0, I/16); EMLP's L_e : L_mu target; each four-vector
   scaled by mean sqrt(|<p, p>| / 4), output standardised (EMLP).
-* ``mixed-inertia:<variant>`` (candidates O(3), O(2)@x, O(2)@y, O(2)@z): PER's ``ModifiedInertia``,
-  y = I (1 + c e_a e_a^T) with c = 0.3: ``o3`` (no modification: all four are symmetries), ``o2x`` / ``o2y`` /
-  ``o2z`` (only O(2) about that axis survives), ``none`` (y = I (1 + c e_x e_x^T - c e_y e_y^T): all broken).
+* ``mixed-inertia:<variant>`` (candidates O(3), O(2)@x, O(2)@y, O(2)@z): PER's MixedInertia,
+  y = I (I3 + c e_a e_a^T) with I the inertia tensor: ``o3`` (c = 0: all four candidates are symmetries),
+  ``o2x`` / ``o2y`` / ``o2z`` (c = -1: only O(2) about that axis survives), ``none``
+  (y = I (I3 + c(-e_x e_x^T + e_y e_y^T)), c = -1: no candidate survives). ``c`` can be overridden in
+  :func:`make_task` (PER's code also used a weaker modification, c = 0.3).
 """
 from __future__ import annotations
 
@@ -83,25 +85,25 @@ def _inertia_targets(x: np.ndarray, k: int = 5) -> np.ndarray:
     return _inertia_tensor(x[:, :k], x[:, k:].reshape(len(x), k, 3)).reshape(len(x), 9)
 
 
-#: Strength of PER's modification (``noise`` in its ``ModifiedInertia``): y = I (1 + c e_a e_a^T).
-MIXED_INERTIA_C = 0.3
+#: Default strength of the MixedInertia modification y = I (I3 + c e_a e_a^T) for the broken variants.
+MIXED_INERTIA_C = -1.0
 
 
 def _mixed_modifier(variant: str, c: float = MIXED_INERTIA_C) -> np.ndarray:
-    """Right factor M of y = I M. PER's ModifiedInertia adds c (I e_a) e_a^T, which keeps O(2) about axis a
-    (R e_a = e_a) and breaks O(3) and the other two O(2)s; "none" adds +c about x and -c about y, breaking all."""
+    """Right factor M of y = I M. Adding c (I e_a) e_a^T keeps O(2) about axis a (R e_a = e_a) and breaks
+    O(3) and the other two O(2)s; "none" uses c(-e_x e_x^T + e_y e_y^T), which breaks all three O(2)s."""
     e = np.eye(3)
     if variant == "o3":
         return np.eye(3)
     if variant in ("o2x", "o2y", "o2z"):
         a = {"o2x": 0, "o2y": 1, "o2z": 2}[variant]
         return np.eye(3) + c * np.outer(e[a], e[a])
-    return np.eye(3) + c * (np.outer(e[0], e[0]) - np.outer(e[1], e[1]))
+    return np.eye(3) + c * (np.outer(e[1], e[1]) - np.outer(e[0], e[0]))
 
 
-def _mixed_inertia_targets(x: np.ndarray, variant: str, k: int = 5) -> np.ndarray:
+def _mixed_inertia_targets(x: np.ndarray, variant: str, k: int = 5, c: float = MIXED_INERTIA_C) -> np.ndarray:
     inertia = _inertia_targets(x, k).reshape(len(x), 3, 3)
-    return (inertia @ _mixed_modifier(variant)).reshape(len(x), 9)
+    return (inertia @ _mixed_modifier(variant, c)).reshape(len(x), 9)
 
 
 _ETA = np.diag([1.0, -1.0, -1.0, -1.0])
@@ -133,12 +135,14 @@ def _inertia_inputs(n: int, rng: np.random.Generator, k: int = 5) -> np.ndarray:
     return x
 
 
-def target_function(name: str):
+def target_function(name: str, c: Optional[float] = None):
     """The exact target map of a task: a function raw x (n, d_in) -> raw y (n, d_out), numpy or torch float64.
 
     Used by the data tests (equivariance of the targets) and by anyone who wants noise-free targets for new inputs.
+    ``c`` overrides the MixedInertia modification strength (default ``MIXED_INERTIA_C`` = -1).
     """
     key = _check_name(name)
+    c = _check_c(key, c)
     if key == "o5synthetic":
         fn = _o5_targets
     elif key == "inertia":
@@ -147,7 +151,7 @@ def target_function(name: str):
         fn = _particle_targets
     else:
         variant = key.split(":", 1)[1]
-        fn = lambda x: _mixed_inertia_targets(x, variant)  # noqa: E731
+        fn = lambda x: _mixed_inertia_targets(x, variant, c=c)  # noqa: E731
 
     def target(x):
         if isinstance(x, torch.Tensor):
@@ -155,6 +159,20 @@ def target_function(name: str):
         return fn(np.asarray(x, dtype=np.float64))
 
     return target
+
+
+def _check_c(key: str, c: Optional[float]) -> float:
+    if c is None:
+        return MIXED_INERTIA_C
+    if not key.startswith("mixed-inertia"):
+        raise ConfigError(f"c (the MixedInertia modification strength) only applies to mixed-inertia tasks, not {key!r}")
+    try:
+        c = float(c)
+    except (TypeError, ValueError):
+        raise ConfigError(f"c must be a number, got {c!r}") from None
+    if not np.isfinite(c) or c == 0.0:
+        raise ConfigError(f"c must be finite and non-zero (c = 0 is the 'o3' variant), got {c}")
+    return c
 
 
 def _check_name(name) -> str:
@@ -187,14 +205,16 @@ def _block_scale(x: np.ndarray, blocks) -> np.ndarray:
 
 
 def make_task(name: str, n_train: int = 1000, n_val: Optional[int] = None, n_test: Optional[int] = None,
-              seed: int = 0) -> Task:
+              seed: int = 0, c: Optional[float] = None) -> Task:
     """Generate a task's splits with a seed. Names: see TASKS ("inertia", "mixed-inertia:o2z", ...).
+    ``c`` overrides the MixedInertia modification strength (default -1, as in PER's paper).
 
     >>> t = make_task("inertia", n_train=10, seed=0)
     >>> tuple(t.x_train.shape), tuple(t.y_train.shape)
     ((10, 20), (10, 9))
     """
     key = _check_name(name)
+    c = _check_c(key, c)
     protocol = "per" if key.startswith("mixed-inertia") else "emlp"
     dv, dt = DEFAULT_SPLITS[protocol][1:]
     n_val = dv if n_val is None else n_val
@@ -223,7 +243,7 @@ def make_task(name: str, n_train: int = 1000, n_val: Optional[int] = None, n_tes
         candidates = ("O(3)", "O(2)@x", "O(2)@y", "O(2)@z")
         true_groups = {"o3": candidates, "o2x": ("O(2)@x",), "o2y": ("O(2)@y",), "o2z": ("O(2)@z",),
                        "none": ()}[variant]
-    target = target_function(key)
+    target = target_function(key, c=c if key.startswith("mixed-inertia") else None)
     xs = [gen(n, rng) for n, rng in zip(sizes, rngs)]
     data = [(x, target(x)) for x in xs]
     x_tr, y_tr = data[0]
@@ -239,5 +259,6 @@ def make_task(name: str, n_train: int = 1000, n_val: Optional[int] = None, n_tes
         x_test=t(data[2][0]), y_test=t(data[2][1]),
         x_scale=t(x_scale), y_mean=t(y_mean), y_std=t(y_std),
         candidates=candidates or (group,), true_groups=true_groups or ((group,) if not candidates else ()),
-        info={"seed": seed, "protocol": protocol, "sizes": sizes},
+        info={"seed": seed, "protocol": protocol, "sizes": sizes,
+              **({"c": c} if key.startswith("mixed-inertia") else {})},
     )

@@ -4,7 +4,13 @@ The structure of Q is read once, at construction, from the components (pure tens
 Hom(rep_in, rep_out) = rep_out (x) rep_in*: every block type has one small orthonormal basis (s, r) from the
 cached solver, and W is assembled per distinct block type by one batched matmul, then one scatter of all the
 blocks into the (out, in) matrix. Coefficient order is that of :class:`softsym.Basis` for the same Hom rep, so
-``equivariant_basis(Hom(rep_in, rep_out)).expand(layer.weight_coef)`` reproduces ``layer.weight``.
+``equivariant_basis(Hom(rep_in, rep_out)).expand(layer.basis_coefficients()[0])`` reproduces ``layer.weight``.
+
+Step sizes. EMLP trains a dense W_dense and uses P W_dense; under Adam (close to sign descent) a basis direction q
+then moves by about ||q||_1 per step, while a coefficient of the orthonormal q moves by 1: for O(3) tensor blocks
+(||q||_1 = sqrt(3) ... 3 and more) the orthonormal parameterisation learns several times slower than EMLP (Inertia:
+val MSE 3.6 vs 1.2 after 100 epochs). By default (``coef_scale="l1"``) the trained coefficients multiply
+q_i ||q_i||_1, which restores EMLP's per-direction step sizes at the cost of the parameter count EMLP never pays.
 """
 from __future__ import annotations
 
@@ -17,13 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import RepError
+from ..errors import ConfigError, RepError
 from ..reps.algebra import Hom
 from ..reps.base import Rep
 from ..reps.block import canonical_atoms
 from ._util import ExactBuffers, bind_rep, block_basis, check_real_group, copy_table, factory_kwargs
 
-__all__ = ["EquivariantLinear", "RPPLinear", "ExpandPlan"]
+__all__ = ["EquivariantLinear", "RPPLinear", "ExpandPlan", "COEF_SCALES"]
+
+#: Parameterisations of EquivariantLinear's coefficients (see the module docstring).
+COEF_SCALES = ("l1", "none")
 
 
 class ExpandPlan:
@@ -33,7 +42,9 @@ class ExpandPlan:
     positions (N, s) into v, and the copy id (of ``copy_of``) that each placement belongs to.
     """
 
-    def __init__(self, rep: Rep, copy_of_position=None):
+    def __init__(self, rep: Rep, copy_of_position=None, coef_scale: str = "none"):
+        if coef_scale not in COEF_SCALES:
+            raise ConfigError(f"coef_scale must be one of {COEF_SCALES}, got {coef_scale!r}")
         group = rep._require_group()
         self.size = rep.size
         col = 0
@@ -46,7 +57,8 @@ class ExpandPlan:
             if r == 0:
                 continue
             key = canonical_atoms(group, comp.atoms)
-            e = entries.setdefault(key, {"Q": q, "coef": [], "pos": [], "copy": []})
+            alpha = np.abs(q).sum(0) if coef_scale == "l1" else np.ones(r)
+            e = entries.setdefault(key, {"Q": q, "alpha": alpha, "coef": [], "pos": [], "copy": []})
             e["coef"].append(cols)
             pos = comp.indices()
             e["pos"].append(pos)
@@ -54,32 +66,19 @@ class ExpandPlan:
                 e["copy"].append(copy_of_position(pos[:, 0]))
         self.dim = col
         self.groups: List[dict] = []
+        self.alpha = np.ones(self.dim)
         for key, e in entries.items():
             coef = np.concatenate(e["coef"], 0)
             flat = coef.reshape(-1)
             contiguous = bool(np.array_equal(flat, np.arange(flat[0], flat[0] + flat.size)))
             self.groups.append({
-                "atoms": key, "Q": e["Q"], "coef": coef, "pos": np.concatenate(e["pos"], 0),
+                "atoms": key, "Q": e["Q"], "alpha": e["alpha"], "coef": coef, "pos": np.concatenate(e["pos"], 0),
                 "copy": np.concatenate(e["copy"]) if e["copy"] else None,
                 "contiguous": contiguous, "start": int(flat[0]),
             })
+            self.alpha[coef] = e["alpha"][None, :]
         self.positions = (np.concatenate([g["pos"].reshape(-1) for g in self.groups])
                           if self.groups else np.zeros(0, np.int64))
-
-    def coefficient_scales(self, copy_sizes: np.ndarray, fan: float) -> np.ndarray:
-        """Per-coefficient uniform-init bound so that every output copy gets the output variance of a dense
-        nn.Linear init: a copy of size s with m basis vectors gets bound sqrt(s / (m * fan)) (unit inputs)."""
-        bound = np.zeros(self.dim)
-        if not self.groups:
-            return bound
-        n_copies = len(copy_sizes)
-        m = np.zeros(n_copies)
-        for g in self.groups:
-            np.add.at(m, g["copy"], g["Q"].shape[1])
-        for g in self.groups:
-            b = np.sqrt(copy_sizes[g["copy"]] / (m[g["copy"]] * fan))
-            bound[g["coef"]] = b[:, None]
-        return bound
 
 
 class _Expander(ExactBuffers):
@@ -92,13 +91,14 @@ class _Expander(ExactBuffers):
         self.n = int(np.prod(shape))
         self._meta: List[tuple] = []
         for i, g in enumerate(plan.groups):
-            self.register_exact(f"q{i}", g["Q"].T.copy(), dtype, device)  # (r, s)
+            self.register_exact(f"q{i}", (g["Q"] * g["alpha"][None, :]).T.copy(), dtype, device)  # (r, s)
             if g["contiguous"]:
                 self._meta.append((True, g["start"], g["coef"].shape[0], g["coef"].shape[1]))
             else:
                 self.register_buffer(f"c{i}", torch.as_tensor(g["coef"], device=device), persistent=False)
                 self._meta.append((False, 0, g["coef"].shape[0], g["coef"].shape[1]))
         self.register_buffer("positions", torch.as_tensor(plan.positions, device=device), persistent=False)
+        self.register_exact("alpha", plan.alpha, dtype, device)
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, dim={self.dim}, block types={len(self._meta)}"
@@ -134,12 +134,17 @@ class EquivariantLinear(nn.Module):
     group : Group or spec string used to bind unbound reps / strings.
     dtype, device : of parameters and basis buffers (float32 by default; ``.double()`` keeps bases exact).
 
-    ``weight_coef`` has ``dim`` = dim of the equivariant basis of Hom(rep_in, rep_out) entries. Initialisation
-    matches the output variance of ``nn.Linear`` for unit-variance inputs, per output tensor copy. In eval mode
-    under ``torch.no_grad()`` the assembled W and b are cached until the parameters change.
+    coef_scale : "l1" (default) trains coefficients of the basis vectors scaled by their L1 norms, which gives
+        EMLP's Adam step sizes (see the module docstring); "none" trains the orthonormal-basis coefficients.
+
+    ``weight_coef`` has ``dim`` = dim of the equivariant basis of Hom(rep_in, rep_out) entries;
+    :meth:`basis_coefficients` converts it to the coefficients of :class:`softsym.Basis`. Initialisation is EMLP's
+    (a projected dense init, :meth:`reset_parameters`). In eval mode under ``torch.no_grad()`` the assembled W and
+    b are cached until the parameters change.
     """
 
-    def __init__(self, rep_in, rep_out, *, bias: bool = True, group=None, dtype=None, device=None):
+    def __init__(self, rep_in, rep_out, *, bias: bool = True, group=None, coef_scale: str = "l1", dtype=None,
+                 device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         self.rep_in = bind_rep(rep_in, group, "rep_in")
@@ -153,11 +158,12 @@ class EquivariantLinear(nn.Module):
         self.in_features, self.out_features = self.rep_in.size, self.rep_out.size
         copy_of, self._copy_sizes, _ = copy_table(self.rep_out)
         n_in = self.in_features
-        self._w_plan = ExpandPlan(Hom(self.rep_in, self.rep_out), lambda p: copy_of[p // n_in])
+        self.coef_scale = coef_scale
+        self._w_plan = ExpandPlan(Hom(self.rep_in, self.rep_out), lambda p: copy_of[p // n_in], coef_scale)
         self.weight_expander = _Expander(self._w_plan, (self.out_features, self.in_features), **fk)
         self.weight_coef = nn.Parameter(torch.empty(self._w_plan.dim, **fk))
         if bias:
-            self._b_plan = ExpandPlan(self.rep_out, lambda p: copy_of[p])
+            self._b_plan = ExpandPlan(self.rep_out, lambda p: copy_of[p], coef_scale)
             self.bias_expander = _Expander(self._b_plan, (self.out_features,), **fk)
             self.bias_coef = nn.Parameter(torch.empty(self._b_plan.dim, **fk))
         else:
@@ -184,7 +190,8 @@ class EquivariantLinear(nn.Module):
 
     def reset_parameters(self) -> None:
         """EMLP's initialisation: W = P W_dense and b = P_b b_dense with W_dense, b_dense drawn like nn.Linear's
-        default (uniform, bound 1/sqrt(fan_in)); the coefficients are Q^T vec(W_dense).
+        default (uniform, bound 1/sqrt(fan_in)); the coefficients are Q^T vec(W_dense) (divided by the
+        ``coef_scale`` factors).
 
         Projecting keeps only the equivariant share (basis dim / (out * in)) of the dense init's energy, which
         keeps the quadratic bilinear layers of a deep EMLP from blowing up activations at initialisation.
@@ -193,12 +200,20 @@ class EquivariantLinear(nn.Module):
         with torch.no_grad():
             w_dense = torch.empty(self.out_features, self.in_features, dtype=self.weight_coef.dtype,
                                   device=self.weight_coef.device).uniform_(-bound, bound)
-            self.weight_coef.copy_(_adjoint(self.weight_expander, self.weight_coef, w_dense))
+            a = self.weight_expander.alpha
+            self.weight_coef.copy_(_adjoint(self.weight_expander, self.weight_coef, w_dense) / (a * a))
             if self.bias_coef is not None:
                 b_dense = torch.empty(self.out_features, dtype=self.bias_coef.dtype,
                                       device=self.bias_coef.device).uniform_(-bound, bound)
-                self.bias_coef.copy_(_adjoint(self.bias_expander, self.bias_coef, b_dense))
+                a = self.bias_expander.alpha
+                self.bias_coef.copy_(_adjoint(self.bias_expander, self.bias_coef, b_dense) / (a * a))
         self._cache = None
+
+    def basis_coefficients(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(weight, bias) coefficients in the orthonormal bases of :func:`softsym.equivariant_basis`
+        (``Hom(rep_in, rep_out)`` and ``rep_out``), differentiable."""
+        b = None if self.bias_coef is None else self.bias_coef * self.bias_expander.alpha
+        return self.weight_coef * self.weight_expander.alpha, b
 
     @property
     def weight(self) -> torch.Tensor:

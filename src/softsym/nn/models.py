@@ -266,13 +266,23 @@ class SoftEMLP(_ModelMixin, nn.Module):
 
     ``layer_residuals()`` (L, J): R_lj = 1/2||W_l - P_j W_l||^2 + 1/2||b_l - P_j b_l||^2 with P_j the projector
     onto G_j-equivariant maps (layer reps re-bound to every candidate), factored per tensor block, never dense.
-    ``residuals()`` (J,) sums over layers; ``regularization() = symmetry.penalty(residuals())``.
+    ``residuals()`` (J,) sums over layers.
+
+    ``penalty="loss"`` (PER): ``regularization() = symmetry.penalty(residuals())`` is added to the loss.
+    ``penalty="prox"``: the same objective, but the penalty is applied as a proximal step after every optimiser
+    step (:meth:`proximal_step`, called by the trainer with the current learning rate) instead of through the
+    gradient, like AdamW's decoupled weight decay. A strong candidate then pulls the weights into its subspace
+    (lambda -> infinity is the exact projection, i.e. EMLP's own parameterisation) without flooding Adam's moment
+    estimates with penalty gradients, which with a loss penalty stalls learning once lambda is large.
     """
 
     def __init__(self, rep_in, rep_out, groups, *, ch=128, num_layers: int = 3, full_group=None,
-                 strengths=1.0, swish_path: bool = True, bilinear: bool = True, seed: int = 0,
-                 names: Optional[Sequence[str]] = None, dtype=None, device=None):
+                 strengths=1.0, swish_path: bool = True, bilinear: bool = True, penalty: str = "loss",
+                 seed: int = 0, names: Optional[Sequence[str]] = None, dtype=None, device=None):
         super().__init__()
+        if penalty not in ("loss", "prox"):
+            raise ConfigError(f"SoftEMLP penalty must be 'loss' or 'prox', got {penalty!r}")
+        self.penalty = penalty
         fk = factory_kwargs(dtype, device)
         self.symmetry = SoftSymmetry(groups, strengths, names=names)
         cands = [check_real_group(g) for g in self.symmetry.groups]
@@ -322,8 +332,29 @@ class SoftEMLP(_ModelMixin, nn.Module):
         return self.layer_residuals().sum(0)
 
     def regularization(self) -> torch.Tensor:
-        """sum_j lambda_j R_j with the strengths of ``self.symmetry``."""
+        """sum_j lambda_j R_j with the strengths of ``self.symmetry`` (zero with ``penalty="prox"``)."""
+        if self.penalty == "prox":
+            return zero_scalar(self)
         return self.symmetry.penalty(self.residuals())
+
+    @torch.no_grad()
+    def proximal_step(self, lr: float) -> None:
+        """With ``penalty="prox"``: theta <- prox of lr * sum_j lambda_j R_j (one candidate after the other)."""
+        if self.penalty != "prox":
+            return
+        lam = self.symmetry.strengths.detach().double().cpu()
+        factors = [float(v) for v in (lr * lam / (1.0 + lr * lam))]
+        if not any(factors):
+            return
+        theta = self.projection.shrink_(self.flat_parameters().detach().clone(), factors)
+        self._write_flat(theta)
+
+    def _write_flat(self, theta: torch.Tensor) -> None:
+        off = 0
+        for lin in self.linear_layers():
+            for t in (lin.weight, lin.bias):
+                t.copy_(theta[off:off + t.numel()].view_as(t))
+                off += t.numel()
 
     @torch.no_grad()
     def project_(self, j) -> "SoftEMLP":
@@ -334,12 +365,7 @@ class SoftEMLP(_ModelMixin, nn.Module):
             j = self.symmetry.names.index(j)
         if not (0 <= int(j) < len(self.groups)):
             raise ConfigError(f"candidate index {j} out of range 0..{len(self.groups) - 1}")
-        theta = self.projection.project(self.flat_parameters().detach(), int(j))
-        off = 0
-        for lin in self.linear_layers():
-            for t in (lin.weight, lin.bias):
-                t.copy_(theta[off:off + t.numel()].view_as(t))
-                off += t.numel()
+        self._write_flat(self.projection.project(self.flat_parameters().detach(), int(j)))
         return self
 
     def candidate_reps(self, j: int):
@@ -353,4 +379,5 @@ class SoftEMLP(_ModelMixin, nn.Module):
 
     def extra_repr(self) -> str:
         h = self.hidden_reps[0] if self.hidden_reps else None
-        return f"full_group={self.full_group.name}, hidden={h!r}, layers={len(self.hidden_reps)}"
+        return (f"full_group={self.full_group.name}, hidden={h!r}, layers={len(self.hidden_reps)}, "
+                f"penalty={self.penalty}")

@@ -194,6 +194,42 @@ class ProjectionPlan(ExactBuffers):
             out[p] = (theta[p] @ q) @ q.T
         return out
 
+    @torch.no_grad()
+    def shrink_(self, theta: torch.Tensor, factors) -> torch.Tensor:
+        """In place, for every candidate j in turn: theta <- theta - f_j (theta - P_j theta), 0 <= f_j <= 1.
+
+        With f_j = eta lambda_j / (1 + eta lambda_j) this is the proximal step of the penalty
+        lambda_j R_j = lambda_j/2 ||theta - P_j theta||^2 (exact for one candidate; the candidates are applied one
+        after the other, a standard splitting). f_j = 1 is the projection P_j.
+        """
+        f = [float(v) for v in factors]
+        if len(f) != self.num_groups or any(not (0.0 <= v <= 1.0) for v in f):
+            raise ValueError(f"shrink_ needs {self.num_groups} factors in [0, 1], got {f}")
+        for pos, qs in self._device_masters(theta):
+            x = theta[pos]  # (n, s)
+            for j, q in enumerate(qs):
+                if f[j] == 0.0:
+                    continue
+                x = x - f[j] * x if q is None else x - f[j] * (x - (x @ q) @ q.T)
+            theta[pos] = x
+        return theta
+
+    def _device_masters(self, like: torch.Tensor):
+        """(pos, [Q_j or None]) per block type as tensors on like's device / dtype (cached); blocks that every
+        candidate leaves invariant are skipped."""
+        key = (like.dtype, like.device)
+        cache = getattr(self, "_dm_cache", None)
+        if cache is None or cache[0] != key:
+            items = []
+            for pos, qs in self._masters:
+                if all(q.shape[1] == q.shape[0] for q in qs):
+                    continue
+                items.append((torch.as_tensor(pos, device=like.device),
+                              [None if q.shape[1] == 0 else torch.tensor(np.array(q), dtype=like.dtype, device=like.device)
+                               for q in qs]))
+            cache = self._dm_cache = (key, items)
+        return cache[1]
+
     def extra_repr(self) -> str:
         return (f"layers={self.num_layers}, candidates=[{', '.join(g.name for g in self.groups)}], "
                 f"block types={len(self._masters)}, parameters={self.total}")

@@ -24,10 +24,9 @@ residuals, through :meth:`SoftSymmetry.record`, so the trajectory of every lambd
     distribution the two are equal in expectation for *any* model (the transformed pair is just another sample), so
     the paired t-statistic t_j tests "G_j is a symmetry" with the network as a learned feature map; it gains power
     as the network learns the data (PER's residuals, in contrast, only separate the candidates late in training).
-    Strengths move multiplicatively, log lt_j += lr * clip((t* - t_j) / t*, -1, 1) (t* = 1): candidates the data do not
-    reject are strengthened, rejected ones relaxed in proportion to the evidence (dual-ascent-like, no threshold
-    on the strengths themselves). lambda_j = lt_j / max_k R_k(theta_0), so strengths are scale-free; all start
-    equal and weak, a warm-up (a quarter of training) lets the network learn before the first decision. Cost:
+    Strengths move multiplicatively: up while t_j < 1 (no sign of breaking), down when t_j > 3 (strong evidence),
+    held in between (dual-ascent-like, no threshold on the strengths themselves). lambda_j = lt_j / max_k R_k(theta_0),
+    so strengths are scale-free; all start equal and weak, a warm-up (a quarter of training) lets the network learn before the first decision. Cost:
     J * group_samples + 1 forward passes over the validation split per hyper-step, no backward pass (about 300
     hyper-steps per run; measured in ``overhead_seconds``).
 
@@ -280,13 +279,15 @@ class SoftTuner(StrengthTuner):
     for *any* model f (trained on other data): t_j is a valid test statistic of "G_j is a symmetry", using the
     network as a learned feature map, and its power grows as the network learns the data. Then
 
-        log lt_j += lr * clip((t* - t_j) / t*, -1, 1)          (t* = ``significance``, 1 by default)
+        log lt_j += lr * ( clip(t_a - t_j, 0, 1) - clip(t_j - t_r, 0, 1) )      (t_a = ``accept`` = 1,
+                                                                                 t_r = ``reject`` = 3)
 
-    i.e. strengthen every candidate the data do not reject and relax the rejected ones, in proportion to the
-    evidence; a borderline candidate (t_j ~ t*) keeps its strength. Over many hyper-steps the drift is a
-    sequential test on the mean of t_j: under a true symmetry t_j ~ N(0, 1) and the expected step is +0.57 lr
-    (t* = 1), while a candidate whose mean statistic exceeds t* drifts down (with t* = 2, weakly broken candidates
-    at t ~ 2 did not move in our MixedInertia runs, hence t* = 1). lambda_j = s * lt_j with
+    i.e. strengthen a candidate while its statistic shows no sign of breaking (t_j < t_a), relax it only on strong
+    evidence (t_j > t_r), and hold it in between. Under a true symmetry t_j ~ N(0, 1): the expected step is about
+    +0.68 lr and a false relaxation needs t_j > 3 (p ~ 0.001). The validation set is fixed, so t_j of a true
+    candidate is a slowly varying draw rather than fresh noise at every hyper-step: a single threshold at 1
+    relaxed true candidates on o3 in short runs, one at 2 let weakly broken ones (t ~ 2) creep up on o2z; the
+    dead zone avoids both. lambda_j = s * lt_j with
     s = 1 / max_k R_k(theta_0) (scale-free), lt_j starts at ``init`` for every candidate and is clamped to [lo, hi].
     The warm-up keeps the initial (weak) strengths while the network learns enough of the data for the test to have
     power. The cost is ``J * group_samples + 1`` forward passes over (at most ``max_val``) validation samples per
@@ -298,7 +299,7 @@ class SoftTuner(StrengthTuner):
     every : optimiser steps between hyper-steps (default: about 300 hyper-steps per run).
     lr : step of log lt_j per hyper-step (default: enough to cross [lo, hi] in half the tuned part of the run,
         clipped to [0.02, 0.5]).
-    significance : t* of the update rule.
+    accept, reject : t_a and t_r of the update rule.
     warmup : fraction of the optimiser steps before the first hyper-step.
     group_samples : group elements per candidate and hyper-step.
     lo, hi : clamp range of the normalised strengths.
@@ -310,7 +311,7 @@ class SoftTuner(StrengthTuner):
     name = "soft"
 
     def __init__(self, init: float = 1.0, every: Optional[int] = None, lr: Optional[float] = None,
-                 significance: float = 1.0, warmup: float = 0.25, group_samples: int = 2, lo: float = 1e-4,
+                 accept: float = 1.0, reject: float = 3.0, warmup: float = 0.25, group_samples: int = 2, lo: float = 1e-4,
                  hi: float = 1e6, max_val: int = 1000, seed: int = 0, reps=None,
                  record_every: Optional[int] = None):
         super().__init__()
@@ -322,10 +323,10 @@ class SoftTuner(StrengthTuner):
             raise ConfigError(f"SoftTuner every must be >= 1, got {every}")
         if lr is not None and not (lr > 0 and math.isfinite(lr)):
             raise ConfigError(f"SoftTuner lr must be a positive number, got {lr}")
-        if not (significance > 0) or not (0 <= warmup < 1) or int(group_samples) < 1 or int(max_val) < 2:
-            raise ConfigError("SoftTuner needs significance > 0, 0 <= warmup < 1, group_samples >= 1, max_val >= 2")
+        if not (accept < reject) or not (0 <= warmup < 1) or int(group_samples) < 1 or int(max_val) < 2:
+            raise ConfigError("SoftTuner needs accept < reject, 0 <= warmup < 1, group_samples >= 1, max_val >= 2")
         self.init, self._every, self._lr = float(init), None if every is None else int(every), lr
-        self.significance, self.warmup = float(significance), float(warmup)
+        self.accept, self.reject, self.warmup = float(accept), float(reject), float(warmup)
         self.group_samples, self.max_val, self.seed = int(group_samples), int(max_val), int(seed)
         self.lo, self.hi = float(lo), float(hi)
         self._reps, self._record_every = reps, record_every
@@ -336,7 +337,7 @@ class SoftTuner(StrengthTuner):
 
     def config(self) -> Dict:
         return {"name": self.name, "init": self.init, "every": self._every, "lr": self._lr,
-                "significance": self.significance, "warmup": self.warmup, "group_samples": self.group_samples,
+                "accept": self.accept, "reject": self.reject, "warmup": self.warmup, "group_samples": self.group_samples,
                 "lo": self.lo, "hi": self.hi, "max_val": self.max_val, "seed": self.seed}
 
     # derived settings
@@ -437,8 +438,8 @@ class SoftTuner(StrengthTuner):
         t0 = time.perf_counter()
         stats, gaps = self.test_statistics(ctx)
         self.t += 1
-        step = ((self.significance - stats) / self.significance).clamp(-1.0, 1.0)
-        step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
+        step = (self.accept - stats).clamp(0.0, 1.0) - (stats - self.reject).clamp(0.0, 1.0)
+        step = torch.where(torch.isnan(step), torch.zeros_like(step), step)
         self.log_lt.add_(self.lr * step).clamp_(math.log(self.lo), math.log(self.hi))
         self._apply()
         self.last_stats = [float(v) for v in stats]
