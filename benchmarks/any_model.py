@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,14 +43,9 @@ GROUP, REP_IN, REP_OUT = "O(3)", "5V0+5V", "V**2"
 
 # ====================================================================== helpers
 def machine_info() -> dict:
-    return {
-        "timestamp": _dt.datetime.now().isoformat(timespec="seconds"),
-        "python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-        "processor": platform.processor() or "unknown", "cpu_count": os.cpu_count(),
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
-        "softsym": softsym.__version__, "defaults": softsym.defaults.as_dict(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+    from softsym.bench.machine import machine_info as shared
+
+    return shared(Path(__file__).resolve().parents[1])
 
 
 def mlp(n_in: int, n_out: int, hidden: int = 256, seed: int = 0, dtype=torch.float64) -> nn.Module:
@@ -87,10 +80,16 @@ class FlatFrame(nn.Module):
         return self.wrapper(to_cloud(x)).reshape(x.shape[0], -1)
 
 
+def _clock():
+    """CPU time of this thread when torch runs on one thread (robust to other processes on the machine; every
+    op then runs on the calling thread), wall time otherwise."""
+    return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
+
+
 def paired_times(base, wrapped, x: torch.Tensor, n_base_batches: int, repeats: int):
     """Best-of-``repeats`` forward times (s) of the base model (per call, averaged over ``n_base_batches``
     distinct batches shaped like x, so that it does not run on cache-warm data while the wrapper cannot) and of the
-    wrapper on x, measured alternately (robust to background load)."""
+    wrapper on x, measured alternately; thread CPU time with one torch thread (see ``_clock``)."""
     gen = torch.Generator().manual_seed(7)
     batches = [x[torch.randperm(len(x), generator=gen)] + 0.0 for _ in range(max(1, n_base_batches))]
     tb, tw = [], []
@@ -98,13 +97,13 @@ def paired_times(base, wrapped, x: torch.Tensor, n_base_batches: int, repeats: i
         base(x)
         wrapped(x)
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = _clock()
             for xb in batches:
                 base(xb)
-            tb.append((time.perf_counter() - t0) / len(batches))
-            t0 = time.perf_counter()
+            tb.append((_clock() - t0) / len(batches))
+            t0 = _clock()
             wrapped(x)
-            tw.append(time.perf_counter() - t0)
+            tw.append(_clock() - t0)
     return min(tb), min(tw)
 
 
@@ -322,7 +321,7 @@ def main(argv=None) -> int:
     mode = f"{'quick' if args.quick else 'full'} mode: {epochs} epochs per Inertia model"
     info = machine_info()
     console.print(f"[bold]softsym benchmark: symmetry for any model[/] ({mode}; {args.threads} torch thread(s); "
-                  f"torch {info['torch']}, {info['cpu_count']} CPUs, load {info['load_average']})")
+                  f"torch {info['torch']}, {info['cpu_count']} CPUs, load {info['loadavg_at_start']})")
     t_start = time.perf_counter()
 
     wrappers = bench_wrappers(args.quick)
@@ -344,7 +343,7 @@ def main(argv=None) -> int:
                   "elements; E(3)/SE(3): random rotation + N(0,1) translation) on 64 inputs; 'base model error' is "
                   "the unwrapped MLP (MLP 20-256-256-9, or 20-1024-1024-9, on clouds of 5 points with one scalar "
                   "channel). "
-                  "Times: best of alternating runs on 1000 inputs, base time per call over |frame| distinct batches; "
+                  "Times: best of alternating runs on 1000 inputs (thread CPU time with 1 torch thread), base time per call over |frame| distinct batches; "
                   "overhead = wrapped - |frame| x base (eigendecomposition of 1000 3x3 covariances, bookkeeping).")
 
     inertia = bench_inertia(epochs, args.strength, args.penalty_samples)

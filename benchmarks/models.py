@@ -29,10 +29,7 @@ import argparse
 import datetime as _dt
 import json
 import multiprocessing as mp
-import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -138,29 +135,9 @@ def _worker(args):
 
 
 def machine_info(threads: int, jobs: int):
-    import numpy
-    import torch
+    from softsym.bench.machine import machine_info as shared
 
-    import softsym
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-    except Exception:
-        commit = None
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
-            "softsym": softsym.__version__, "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads_per_run": threads, "parallel_runs": jobs, "git_commit": commit,
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "time": _dt.datetime.now().isoformat(timespec="seconds"), "defaults": softsym.defaults.as_dict()}
+    return shared(ROOT, torch_threads_per_run=threads, parallel_runs=jobs)
 
 
 # ------------------------------------------------------------------ summary and targets

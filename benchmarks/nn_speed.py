@@ -16,7 +16,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -63,27 +62,9 @@ TASKS = {"O(3)": ("5V0+5V", "V**2"), "O(5)": ("2V", "V0"), "O(1,3)": ("4V", "V0"
 
 
 def machine_info(threads: int) -> dict:
-    import numpy
-    import torch
+    from softsym.bench.machine import machine_info as shared
 
-    import softsym
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {"softsym": softsym.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "torch_threads": threads, "loadavg": load,
-            "defaults": softsym.defaults.as_dict()}
+    return shared(Path(__file__).resolve().parents[1], torch_threads_per_run=threads)
 
 
 def _run_snippet(code: str, env: dict, marker: str, args=(), python=sys.executable, timeout=1800.0):
@@ -225,8 +206,8 @@ def main(argv=None) -> int:
     except OSError:
         pass
 
-    print(f"machine: {result['machine']['cpu']} x{result['machine']['cpu_count']}, torch threads {a.threads}, "
-          f"load avg {result['machine']['loadavg']} -> {result['machine'].get('loadavg_end')}")
+    print(f"machine: {result['machine']['cpu_model']} x{result['machine']['cpu_count']}, torch threads {a.threads}, "
+          f"load avg {result['machine']['loadavg_at_start']} -> {result['machine'].get('loadavg_end')}")
     st = result["steps"]
     print(f"\ntraining step, batch {st['batch']}, Inertia (float32), Adam; median of {st['rounds']} rounds x "
           f"{st['steps_per_round']} steps")

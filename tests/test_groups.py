@@ -421,6 +421,30 @@ def test_parse_group_round_trip_of_a_product_name():
     assert ss.group(G.name) == G
 
 
+@pytest.mark.parametrize("spec,d", [("(SO(2)*S(3))@[0,1,2,3,4,5]:7", 7), ("O(2)@z@[0,1,2]:4", 4),
+                                    ("O(2)@z*O(2)@x", 9), ("((O(2)))", 2), ("(O(2)@x)*S(2)", 6)])
+def test_parse_group_nested_constructions_round_trip(spec, d):
+    """Brackets and chained embeddings: every constructed group's name parses back to the same group."""
+    G = ss.group(spec)
+    assert G.d == d
+    assert ss.group(G.name) == G and ss.group(G.name).key == G.key
+
+
+def test_parse_group_nested_embed_acts_on_the_given_coordinates():
+    G = ss.group("(O(2)@z)@[1,2,3]:4")
+    for g in G.sample(3, seed=0):
+        g = torch.as_tensor(g)
+        assert torch.allclose(g[0, 0], torch.tensor(1.0, dtype=g.dtype)) and torch.allclose(g[3, 3], g[3, 3] * 0 + 1)
+        assert torch.allclose(g[1:3, 1:3] @ g[1:3, 1:3].T, torch.eye(2, dtype=g.dtype), atol=1e-12)
+
+
+@pytest.mark.parametrize("bad,why", [("(O(3)", "missing '\)'"), ("O(3))", "unexpected"), ("O(2)@q", "embedding"),
+                                     ("O(3)**S(2)", "empty factor"), ("O(2)@zz", "embedding")])
+def test_parse_group_bracket_errors(bad, why):
+    with pytest.raises(ss.errors.GroupError, match=why):
+        ss.group(bad)
+
+
 def test_parse_group_whitespace_case_and_unicode_product():
     assert ss.group(" so( 3 ) ") == ss.SO(3)
     assert ss.group("o(2) @ Z") == ss.group("O(2)@z")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from .machine import _mem_info
+from .machine import loadavg as _loadavg
+from .machine import machine_info as _machine_info
 
 __all__ = ["CASES", "Case", "run", "resolve_cases", "dense_baseline", "calibrate_dense", "machine_info", "thread_env"]
 
@@ -131,52 +134,11 @@ def resolve_cases(only: Optional[Sequence[str]]) -> List[Case]:
 
 
 # ------------------------------------------------------------------------------------------- machine info
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _mem_info() -> Dict[str, int]:
-    out = {}
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            key, rest = line.split(":", 1)
-            if key in ("MemTotal", "MemAvailable"):
-                out[key] = int(rest.split()[0]) * 1024
-    except (OSError, ValueError):
-        pass
-    return out
-
-
 def machine_info() -> dict:
     """Platform, CPU, memory and library versions (for reproducing the figures)."""
-    import numpy as np
-    import scipy
-    import torch
+    import scipy  # noqa: F401 - recorded by the shared helper
 
-    mem = _mem_info()
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "mem_total_bytes": mem.get("MemTotal"),
-        "python": sys.version.split()[0],
-        "python_executable": sys.executable,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "loadavg_at_start": _loadavg(),
-    }
+    return _machine_info()
 
 
 # ------------------------------------------------------------------------------------------- subprocess workers
@@ -286,13 +248,6 @@ def _softsym_env(cache_dir: str) -> dict:
 def _softsym_spec(case: Case, cache: bool, second: bool = False, preload: bool = False) -> dict:
     return {"group": case.group, "rep_in": case.rep_in, "rep_out": case.rep_out, "cache": cache, "second": second,
             "preload": preload}
-
-
-def _loadavg() -> Optional[float]:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def measure_cold(case: Case, runs: int, timeout: float = 1800.0, solve_only: bool = True) -> dict:

@@ -51,7 +51,8 @@ class Embed(Group):
         lie[(slice(None),) + idx] = group.lie_np
         disc = np.tile(np.eye(d, dtype=dtype), (len(group.discrete_np), 1, 1))
         disc[(slice(None),) + idx] = group.discrete_np
-        label = name or (f"{group.name}@{axis}" if axis else f"{group.name}@{list(coords)}:{d}")
+        inner = f"({group.name})" if ("*" in group.name or "@" in group.name) else group.name
+        label = name or (f"{inner}@{axis}" if axis else f"{inner}@{list(coords)}:{d}")
         super().__init__(lie, disc, d, name=label, compact=group.is_compact)
 
     def _sample_np(self, n, rng, spread):

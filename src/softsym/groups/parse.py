@@ -3,7 +3,8 @@
 Grammar (whitespace ignored)::
 
     spec    := factor ('*' factor)*            direct product (Kronecker action), also '×'
-    factor  := base ['@' where]
+    factor  := atom ('@' where)*
+    atom    := base | '(' spec ')'             brackets nest, e.g. "(O(2)*S(2))@[0,1,2,3]:5"
     where   := 'x' | 'y' | 'z'                 a 2-d group about that axis of R^3, e.g. "O(2)@z"
              | '[' i, j, ... ']' [':' d]       acting on those coordinates of R^d, e.g. "SO(3)@[1,2,3]:4"
     base    := SO(n) | O(n) | SU(n) | SL(n) | GL+(n) | Sp(2m) | Scaling(n)
@@ -37,7 +38,7 @@ GROUP_NAMES = ["SO(n)", "O(n)", "SU(n)", "SL(n)", "GL+(n)", "Sp(2m)", "Scaling(n
                "SO(1,3)", "SO+(1,3)", "SO+(1,1)", "S(n)", "Z(n)", "C(k)", "D(k)", "Trivial(n)", "RubiksCube"]
 
 _BASE = re.compile(r"^([A-Za-z]+\+?)\((\d+)\)$")
-_WHERE = re.compile(r"^\[(\d+(?:,\d+)*)\](?::(\d+))?$")
+_WHERE_PREFIX = re.compile(r"^\[(\d+(?:,\d+)*)\](?::(\d+))?")
 
 
 def _fail(spec: str, why: str) -> GroupError:
@@ -59,19 +60,70 @@ def _parse_base(text: str, spec: str) -> Group:
     return ctor(arg)
 
 
-def _parse_factor(text: str, spec: str) -> Group:
-    if "@" not in text:
-        return _parse_base(text, spec)
-    base_txt, where = text.split("@", 1)
-    base = _parse_base(base_txt, spec)
-    if where.lower() in ("x", "y", "z"):
-        return Embed(base, where.lower())
-    m = _WHERE.match(where)
-    if not m:
-        raise _fail(spec, f"embedding {where!r} must be x, y, z or [i,j,...][:d]")
-    coords = tuple(int(c) for c in m.group(1).split(","))
-    d = int(m.group(2)) if m.group(2) else None
-    return Embed(base, coords, d)
+class _Parser:
+    """Recursive descent over the whitespace-free spec (see GROUP_GRAMMAR)."""
+
+    def __init__(self, text: str, spec: str):
+        self.text, self.spec, self.i = text, spec, 0
+
+    def peek(self) -> str:
+        return self.text[self.i] if self.i < len(self.text) else ""
+
+    def parse(self) -> Group:
+        group = self.product()
+        if self.i != len(self.text):
+            raise _fail(self.spec, f"unexpected {self.text[self.i:]!r} at position {self.i}")
+        return group
+
+    def product(self) -> Group:
+        group = self.factor()
+        while self.peek() == "*":
+            self.i += 1
+            group = group * self.factor()
+        return group
+
+    def factor(self) -> Group:
+        group = self.atom()
+        while self.peek() == "@":
+            self.i += 1
+            group = self.where(group)
+        return group
+
+    def atom(self) -> Group:
+        if self.peek() == "(":
+            self.i += 1
+            group = self.product()
+            if self.peek() != ")":
+                raise _fail(self.spec, f"missing ')' at position {self.i}")
+            self.i += 1
+            return group
+        start = self.i
+        while self.i < len(self.text) and (self.text[self.i].isalnum() or self.text[self.i] in "+_"):
+            self.i += 1
+        if self.peek() == "(":  # arguments of the base, e.g. O(3), SO(1,3)
+            close = self.text.find(")", self.i)
+            if close < 0:
+                raise _fail(self.spec, f"missing ')' after {self.text[start:self.i]!r}")
+            self.i = close + 1
+        text = self.text[start:self.i]
+        if not text:
+            what = repr(self.peek()) if self.peek() else "the end"
+            raise _fail(self.spec, f"expected a group name at position {start}, found {what}"
+                        + (" (empty factor around '*')" if self.peek() in ("*", "") else ""))
+        return _parse_base(text, self.spec)
+
+    def where(self, group: Group) -> Group:
+        rest = self.text[self.i:]
+        if rest[:1].lower() in ("x", "y", "z") and not rest[1:2].isalnum():
+            self.i += 1
+            return Embed(group, rest[0].lower())
+        m = _WHERE_PREFIX.match(rest)
+        if not m:
+            raise _fail(self.spec, f"embedding {rest!r} must start with x, y, z or [i,j,...][:d]")
+        self.i += m.end()
+        coords = tuple(int(c) for c in m.group(1).split(","))
+        d = int(m.group(2)) if m.group(2) else None
+        return Embed(group, coords, d)
 
 
 def parse_group(spec) -> Group:
@@ -86,10 +138,4 @@ def parse_group(spec) -> Group:
     text = re.sub(r"\s+", "", spec).replace("×", "*")
     if not text:
         raise _fail(spec, "the spec is empty")
-    parts = text.split("*")
-    if any(not p for p in parts):
-        raise _fail(spec, "empty factor around '*'")
-    group = _parse_factor(parts[0], spec)
-    for part in parts[1:]:
-        group = group * _parse_factor(part, spec)
-    return group
+    return _Parser(text, spec).parse()

@@ -383,8 +383,12 @@ class _FrameBase(nn.Module):
             st = d + self.scalar_channels
             flip[..., st:] = signs[:, :, None, :].repeat(1, 1, 1, self.vector_channels)
         canon_reg = (base[:, None] * flip).reshape(r * k, npts, self.channels)
-        canon_irr = self._canonical_inputs(x64[irr_owner], t[irr_owner], irr_frames)
-        y = self._call_model(torch.cat([canon_reg, canon_irr]).to(mdtype), b)
+        if len(irr_owner):
+            canon_irr = self._canonical_inputs(x64[irr_owner], t[irr_owner], irr_frames)
+            canon = torch.cat([canon_reg, canon_irr])
+        else:  # the common case: no degenerate cloud, no copy
+            canon = canon_reg
+        y = self._call_model(canon.to(mdtype), b)
         if not isinstance(y, torch.Tensor) or y.ndim == 0 or y.shape[0] != r * k + len(irr_owner):
             raise ConfigError(f"{type(self).__name__}: the model must return a tensor (batch, ...), got "
                               f"{getattr(y, 'shape', type(y).__name__)} for a batch of {r * k + len(irr_owner)}")
@@ -393,13 +397,18 @@ class _FrameBase(nn.Module):
         shape = tuple(y.shape[1:])
         y_reg = self._average_signed(y[:r * k].reshape(r, k, *shape), signs)  # in the eigenbasis, (R, ...)
         y_reg = self._map_back(y_reg, v[reg])
-        y_irr = self._map_back(y[r * k:], irr_frames)
+        y_irr = self._map_back(y[r * k:], irr_frames) if len(irr_owner) else None
         if self.output == "position" and self.translations:
             y_reg = y_reg + t[reg].reshape(r, *([1] * (y_reg.ndim - 2)), d)
-            y_irr = y_irr + t[irr_owner].reshape(len(irr_owner), *([1] * (y_irr.ndim - 2)), d)
+        if y_irr is None and r == b:  # every cloud regular: y_reg is already in batch order
+            self.last_frame_sizes = torch.full((b,), k, dtype=torch.long, device=x.device)
+            return y_reg.to(out_dtype)
         counts = torch.bincount(irr_owner, minlength=b).to(torch.float64)
-        irr_sum = torch.zeros((b,) + shape, dtype=torch.float64, device=x.device).index_add(0, irr_owner, y_irr)
-        out = irr_sum / counts.clamp_min(1.0).reshape(b, *([1] * len(shape)))
+        out = torch.zeros((b,) + shape, dtype=torch.float64, device=x.device)
+        if y_irr is not None:
+            if self.output == "position" and self.translations:
+                y_irr = y_irr + t[irr_owner].reshape(len(irr_owner), *([1] * (y_irr.ndim - 2)), d)
+            out = out.index_add(0, irr_owner, y_irr) / counts.clamp_min(1.0).reshape(b, *([1] * len(shape)))
         out = out.index_copy(0, reg, y_reg)
         sizes = counts.long()
         sizes[reg] = k
