@@ -73,10 +73,11 @@ def test_models_build_with_defaults_and_tuners(o2z):
 def test_default_config_protocols(o2z):
     inertia = make_task("inertia", n_train=1000, n_val=2, n_test=2)
     c = default_config(inertia, "emlp")
-    assert (c.lr, c.batch_size, c.epochs, c.weight_decay) == (3e-3, 500, 900, 0.0)
+    assert (c.lr, c.batch_size, c.epochs, c.weight_decay, c.schedule) == (3e-3, 500, 900, 0.0, "constant")
     assert default_config(inertia, "mlp", n_train=100).epochs == 1000
     p = default_config(o2z, "soft")
-    assert (p.lr, p.epochs, p.batch_size, p.weight_decay) == (1e-3, 8000, 500, 2e-4)
+    assert (p.lr, p.epochs, p.batch_size, p.weight_decay, p.schedule) == (1e-3, 8000, 500, 2e-4, "cosine")
+    assert default_config(inertia, "emlp", schedule="cosine").schedule == "cosine"
     assert default_config(o2z, "mlp").weight_decay == 0.0
     assert default_config(o2z, "soft", epochs=3).epochs == 3
 

@@ -25,7 +25,7 @@ def _fmt(x) -> str:
 
 def _run_one(task_name: str, model_name: str, *, seed: int, n_train: int, n_val, n_test, epochs, ch, num_layers,
              lr, batch_size, weight_decay, tuner, run_dir, resume, overwrite, progress, eq_samples=16,
-             tuner_options=None, replace_different=False):
+             tuner_options=None, replace_different=False, schedule=None):
     from ..data import make_task
     from ..models import build_model
     from ..train import Trainer, default_config
@@ -33,7 +33,7 @@ def _run_one(task_name: str, model_name: str, *, seed: int, n_train: int, n_val,
     task = make_task(task_name, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
     model = build_model(model_name, task, ch=ch, num_layers=num_layers, seed=seed)
     cfg = default_config(task, model_name, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                         seed=seed, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                         schedule=schedule, seed=seed, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
                          tuner=tuner, equivariance_samples=eq_samples, tuner_options=tuner_options or {})
     trainer = Trainer(model, task, cfg)
     if replace_different and run_dir and not trainer.same_run_in_dir():
@@ -91,6 +91,8 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (3e-3 EMLP / 1e-3 PER)."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Minibatch size (500)."),
         weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="L2 weight decay."),
+        schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: constant "
+                                                                       "(EMLP tasks) or cosine (MixedInertia)."),
         tuner: Optional[str] = typer.Option(None, "--tuner", help="Strength tuner: per, soft, none (default: the "
                                                                   "model's)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (config, metrics, checkpoints)."),
@@ -103,7 +105,7 @@ def register(app: typer.Typer) -> None:
         """Train one model on a synthetic task and print its final metrics (float64 test MSE, equivariance)."""
         result = _run_one(task, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
                           num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                          tuner=tuner, run_dir=str(run_dir) if run_dir else None, resume=resume,
+                          schedule=schedule, tuner=tuner, run_dir=str(run_dir) if run_dir else None, resume=resume,
                           overwrite=overwrite, progress=progress)
         m = {k: v for k, v in result.metrics.items() if k != "history"}
         if json_out:
@@ -127,6 +129,8 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = typer.Option(None, "--lr"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size"),
         weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+        schedule: Optional[str] = typer.Option(None, "--schedule", help="constant (EMLP tasks) or cosine "
+                                                                       "(MixedInertia)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default softsym-compare/<task>): "
                                                                "compare.json, compare.png, runs/ (finished runs "
                                                                "are reused when run again)."),
@@ -160,7 +164,8 @@ def register(app: typer.Typer) -> None:
                 run_dir = out_dir / "runs" / f"{_slug(name)}-seed{seed}"
                 result = _run_one(task, name, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs,
                                   ch=ch, num_layers=num_layers, lr=lr, batch_size=batch_size,
-                                  weight_decay=weight_decay, tuner=None, run_dir=str(run_dir), resume=True,
+                                  weight_decay=weight_decay, schedule=schedule, tuner=None,
+                                  run_dir=str(run_dir), resume=True,
                                   overwrite=False, progress=progress, replace_different=overwrite)
                 m = result.metrics
                 runs.append(m)
