@@ -91,6 +91,22 @@ def bilinear_structure(rep_in, rep_out, seed: int = 0) -> dict:
     return {"types": types, "pairs": pairs, "out_comps": out_comps, "in_comps": in_comps, "dim": dim}
 
 
+#: Contractions over at most this many terms are accumulated with in-place addcmul (no large temporary); longer
+#: ones use a broadcast product and a sum. The (terms, ..., N) temporaries of the latter do not fit in cache for
+#: EMLP-sized layers (the forward of the O(3), ch 384 hidden layer went from 5.1 to 2.8 ms with the loop).
+_LOOP_MAX = 64
+
+
+def _acc_product_sum(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> None:
+    """out += alpha * sum_k a[k] * b[k] (broadcasting a[k], b[k] to out), summing over the first axis of a and b."""
+    k = a.shape[0]
+    if k <= _LOOP_MAX:
+        for i in range(k):
+            out.addcmul_(a[i], b[i], value=alpha)
+    else:
+        out.add_((a * b).sum(0), alpha=alpha)
+
+
 class _BilinearFn(torch.autograd.Function):
     """out = [xT if add_input] + scale * W(x) x for a BiLinear plan, with a hand-written backward.
 
@@ -128,9 +144,9 @@ class _BilinearFn(torch.autograd.Function):
             vs.append(v)
             for a, xp, n, cA, sA, r0 in items:
                 m = n * sB
-                vi = v[r0:r0 + cA * n].view(cA, 1, m, N)
-                y = (vi * src(xp).view(1, sA, m, N)).sum(2) if m > 1 else vi.view(cA, 1, N) * src(xp).view(1, sA, N)
-                target(a).add_(y.view(cA * sA, N), alpha=scale)
+                vi = v[r0:r0 + cA * n].view(cA, m, N)  # y[c, s] += sum_k vi[c, k] X[s, k]
+                _acc_product_sum(target(a).view(cA, sA, N), vi.transpose(0, 1).unsqueeze(2),
+                                 src(xp).view(sA, m, N).transpose(0, 1).unsqueeze(1), scale)
         us = []
         for a, off, cA, K, sA, items in layer._a_groups:
             U = xT.new_empty(K, sA * N)
@@ -139,6 +155,11 @@ class _BilinearFn(torch.autograd.Function):
                 X, xb = src(xp), src(xbp)
                 if sB == 1:
                     torch.mul(X.view(1, n, sA, N), xb.view(cB, 1, 1, N), out=u)
+                elif sB <= _LOOP_MAX:  # u[c, j, s] = sum_b X[j, s, b] xb[c, b]
+                    Xv, xv = X.view(n, sA, sB, N), xb.view(cB, sB, N)
+                    torch.mul(Xv[None, :, :, 0], xv[:, None, None, 0], out=u)
+                    for q in range(1, sB):
+                        u.addcmul_(Xv[None, :, :, q], xv[:, None, None, q])
                 else:
                     torch.sum(X.view(1, n, sA, sB, N) * xb.view(cB, 1, 1, sB, N), dim=3, out=u)
             target(a).view(cA, sA * N).addmm_(w[off:off + cA * K].view(cA, K), U, alpha=scale)
@@ -199,13 +220,14 @@ class _BilinearFn(torch.autograd.Function):
                 gu = gU[k0:k0 + cB * n]
                 X, xb = src(xp), src(xbp)
                 if sB == 1:
-                    gsrc(xp).view(n, sA, N).add_((gu.view(cB, n, sA, N) * xb.view(cB, 1, 1, N)).sum(0))
-                    gsrc(xbp).view(cB, N).add_((gu.view(cB, n * sA, N) * X.view(1, n * sA, N)).sum(1))
+                    _acc_product_sum(gsrc(xp).view(n, sA, N), gu.view(cB, n, sA, N), xb.view(cB, 1, 1, N))
+                    _acc_product_sum(gsrc(xbp).view(cB, N), gu.view(cB, n * sA, N).transpose(0, 1),
+                                     X.view(n * sA, 1, N))
                 else:
-                    gsrc(xp).view(n, sA, sB, N).add_(
-                        (gu.view(cB, n, sA, 1, N) * xb.view(cB, 1, 1, sB, N)).sum(0))
-                    gsrc(xbp).view(cB, sB, N).add_(
-                        (gu.view(cB, n * sA, 1, N) * X.view(1, n * sA, sB, N)).sum(1))
+                    _acc_product_sum(gsrc(xp).view(n, sA, sB, N), gu.view(cB, n, sA, 1, N),
+                                     xb.view(cB, 1, 1, sB, N))
+                    _acc_product_sum(gsrc(xbp).view(cB, sB, N), gu.view(cB, n * sA, 1, N).transpose(0, 1),
+                                     X.view(n * sA, 1, sB, N))
         for (off, rows, cB, sB, xbp, items), v in zip(layer._b_groups, vs):
             gV = torch.empty_like(v)
             for a, xp, n, cA, sA, r0 in items:
@@ -213,8 +235,13 @@ class _BilinearFn(torch.autograd.Function):
                 gy = grad_of(a).reshape(cA, sA, 1, N)
                 Xt = src(xp).view(1, sA, m, N)
                 vi = v[r0:r0 + cA * n].view(cA, 1, m, N)
-                torch.sum(gy * Xt, dim=1, out=gV[r0:r0 + cA * n].view(cA, m, N))
-                gsrc(xp).view(sA, m, N).add_((gy * vi).sum(0))
+                gv = gV[r0:r0 + cA * n].view(cA, m, N)
+                if sA <= _LOOP_MAX:  # gV[c, k] = sum_s gy[c, s] X[s, k]
+                    gv.zero_()
+                    _acc_product_sum(gv, gy.transpose(0, 1), Xt.transpose(0, 1))
+                else:
+                    torch.sum(gy * Xt, dim=1, out=gv)
+                _acc_product_sum(gsrc(xp).view(sA, m, N), gy, vi)
             xb2 = src(xbp).reshape(cB, sB * N)
             torch.mm(gV, xb2.t(), out=gw[off:off + rows * cB].view(rows, cB))
             gsrc(xbp).view(cB, sB * N).addmm_(w[off:off + rows * cB].view(rows, cB).t(), gV)
