@@ -1,4 +1,5 @@
-# softsym: `make demo` (set up + demo), `make test` (set up + tests), `make bench` (quick benchmarks).
+# softsym: `make demo` (set up + demo), `make test` (set up + tests), `make bench` (quick benchmarks),
+# `make bench-full` (the full model protocols: hours).
 # Set-up installs the CPU wheel torch==2.13.0 first, then the package, so pip never resolves a CUDA build.
 PYTHON ?= python3
 VENV ?= .venv
@@ -27,8 +28,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/basis_solve.py
-	@if [ -f benchmarks/any_model.py ]; then $(PY) benchmarks/any_model.py --quick; fi
-	@if [ -f benchmarks/models.py ]; then $(PY) benchmarks/models.py --quick; fi
+	$(PY) benchmarks/any_model.py --quick
+	$(PY) benchmarks/nn_speed.py --rounds 3 --build-runs 1
+	$(PY) benchmarks/models.py --quick
+
+# hours on 2 cores; resumable: finished runs are kept in benchmarks/results/models-full.jsonl
+bench-full: $(STAMP)
+	$(PY) benchmarks/models.py --full --jobs 2
+	$(PY) benchmarks/any_model.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
