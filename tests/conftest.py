@@ -34,3 +34,17 @@ def fresh_cache(tmp_path, monkeypatch):
     cache._memory.clear()
     yield path
     cache._memory.clear()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one intra-op thread is faster and steadier on a shared machine (restored afterwards).
+
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
