@@ -62,7 +62,8 @@ class TrainConfig:
     """Training settings (every field is saved in the run's config.json).
 
     lr, epochs, batch_size : Adam learning rate, epochs, minibatch size (the last batch may be smaller).
-    weight_decay : L2 penalty 0.5 * wd * ||theta||^2 added to the loss (PER's convention, coupled with Adam).
+    weight_decay : L2 penalty 0.5 * wd * ||theta||^2 (PER's convention, coupled with Adam: wd * theta is added to
+        the gradients before the Adam step).
     seed : seeds the batch order, the tuner's validation batches and the evaluation samples.
     schedule : "cosine" (per epoch, from lr to min_lr, as PER) or "constant" (as EMLP's training script).
     select : "val" (best validation MSE checkpoint) or "last". select_after: only epochs with index+1 >
@@ -525,12 +526,17 @@ class Trainer:
                         data_loss = self._loss_fn(model(xb), yb)
                         reg = model.regularization() if hasattr(model, "regularization") else data_loss.new_zeros(())
                         loss = data_loss + reg
-                        if cfg.weight_decay:
-                            loss = loss + 0.5 * cfg.weight_decay * sum((p ** 2).sum() for p in model.parameters()
-                                                                       if p.requires_grad)
                         self.optimizer.zero_grad(set_to_none=True)
                         loss.backward()
                         strat.all_reduce_gradients(model.parameters())
+                        if cfg.weight_decay:  # gradient of 0.5 wd ||theta||^2, added directly (no graph nodes)
+                            with torch.no_grad():
+                                for p in model.parameters():
+                                    if p.requires_grad:
+                                        if p.grad is None:
+                                            p.grad = p.detach() * cfg.weight_decay
+                                        else:
+                                            p.grad.add_(p, alpha=cfg.weight_decay)
                         self.optimizer.step()
                         prox = getattr(model, "proximal_step", None)
                         if prox is not None:
