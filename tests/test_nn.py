@@ -195,9 +195,13 @@ def test_bilinear_equivariant_and_nonzero(group, hidden):
     ("O(1,3)", "2V0+V+V*+T(1,1)+T(2,1)"),
     ("O(3)", "V+V0+V**2+V0"),  # blocks not stored contiguously: gather / permutation paths
 ])
-def test_bilinear_gradcheck(group, hidden):
+@pytest.mark.parametrize("loop", [False, True])
+def test_bilinear_gradcheck(group, hidden, loop, monkeypatch):
+    import softsym.nn.bilinear as bilinear
     from softsym.nn.bilinear import _BilinearFn
 
+    # loop=True: every contraction takes the in-place addcmul path used for large layers
+    monkeypatch.setattr(bilinear, "_LOOP_MIN_TEMP", 0 if loop else 1 << 60)
     torch.manual_seed(0)
     rep = gated(softsym.rep(hidden, group))
     bl = BiLinear(rep, rep, dtype=F64)

@@ -91,16 +91,22 @@ def bilinear_structure(rep_in, rep_out, seed: int = 0) -> dict:
     return {"types": types, "pairs": pairs, "out_comps": out_comps, "in_comps": in_comps, "dim": dim}
 
 
-#: Contractions over at most this many terms are accumulated with in-place addcmul (no large temporary); longer
-#: ones use a broadcast product and a sum. The (terms, ..., N) temporaries of the latter do not fit in cache for
-#: EMLP-sized layers (the forward of the O(3), ch 384 hidden layer went from 5.1 to 2.8 ms with the loop).
+#: A contraction over k terms into an output of m elements is accumulated with k in-place addcmul calls when k is
+#: at most _LOOP_MAX and the broadcast temporary (k * m elements) would be at least _LOOP_MIN_TEMP elements (it no
+#: longer fits in cache: the forward of the O(3), ch 384 hidden layer went from 5.1 to 2.8 ms); smaller ones use one
+#: broadcast product and a sum (a loop of tiny ops would cost more in dispatch than it saves).
 _LOOP_MAX = 64
+_LOOP_MIN_TEMP = 1 << 18
+
+
+def _use_loop(k: int, m: int) -> bool:
+    return k <= _LOOP_MAX and k * m >= _LOOP_MIN_TEMP
 
 
 def _acc_product_sum(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> None:
     """out += alpha * sum_k a[k] * b[k] (broadcasting a[k], b[k] to out), summing over the first axis of a and b."""
     k = a.shape[0]
-    if k <= _LOOP_MAX:
+    if _use_loop(k, out.numel()):
         for i in range(k):
             out.addcmul_(a[i], b[i], value=alpha)
     else:
@@ -155,7 +161,7 @@ class _BilinearFn(torch.autograd.Function):
                 X, xb = src(xp), src(xbp)
                 if sB == 1:
                     torch.mul(X.view(1, n, sA, N), xb.view(cB, 1, 1, N), out=u)
-                elif sB <= _LOOP_MAX:  # u[c, j, s] = sum_b X[j, s, b] xb[c, b]
+                elif _use_loop(sB, u.numel()):  # u[c, j, s] = sum_b X[j, s, b] xb[c, b]
                     Xv, xv = X.view(n, sA, sB, N), xb.view(cB, sB, N)
                     torch.mul(Xv[None, :, :, 0], xv[:, None, None, 0], out=u)
                     for q in range(1, sB):
@@ -236,7 +242,7 @@ class _BilinearFn(torch.autograd.Function):
                 Xt = src(xp).view(1, sA, m, N)
                 vi = v[r0:r0 + cA * n].view(cA, 1, m, N)
                 gv = gV[r0:r0 + cA * n].view(cA, m, N)
-                if sA <= _LOOP_MAX:  # gV[c, k] = sum_s gy[c, s] X[s, k]
+                if _use_loop(sA, gv.numel()):  # gV[c, k] = sum_s gy[c, s] X[s, k]
                     gv.zero_()
                     _acc_product_sum(gv, gy.transpose(0, 1), Xt.transpose(0, 1))
                 else:
