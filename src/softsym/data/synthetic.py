@@ -10,7 +10,7 @@ mean/std that is applied only to invariant outputs. Reported MSE is always on th
 * ``inertia`` (O(3), 5V0 + 5V -> V**2): masses softplus(N(0,1)), positions N(0, I); inertia tensor; no normalisation
   (EMLP's stats are 0, 1, 0, 1).
 * ``particle-interaction`` (O(1,3), 4V -> V0): four-momenta N(0, I/16); EMLP's L_e : L_mu target; each four-vector
-  scaled by mean sqrt(|<p, p>| / 4), output standardised (EMLP).
+  scaled by EMLP's Xscale sqrt(mean |(p eta)_i p_i|) (the RMS of its components), output standardised (EMLP).
 * ``mixed-inertia:<variant>`` (candidates O(3), O(2)@x, O(2)@y, O(2)@z): PER's MixedInertia,
   y = I (I3 + c e_a e_a^T) with I the inertia tensor: ``o3`` (c = 0: all four candidates are symmetries),
   ``o2x`` / ``o2y`` / ``o2z`` (c = -1: only O(2) about that axis survives), ``none``
@@ -191,16 +191,14 @@ def _check_name(name) -> str:
 def _block_scale(x: np.ndarray, blocks) -> np.ndarray:
     """One scale per block of coordinates (never per coordinate, so equivariance is preserved).
 
-    "rms": sqrt(mean of the block's squared entries) (EMLP's O5Synthetic);
-    "minkowski": mean over samples of sqrt(|<p, p>_eta| / 4) (EMLP's ParticleInteraction).
+    "rms": sqrt(mean of the block's squared entries) (EMLP's O5Synthetic, and its ParticleInteraction, whose
+    sqrt(mean |(p eta)_i p_i|) is the same number since |eta_ii| = 1).
     """
     scale = np.ones(x.shape[1])
     for sl, kind in blocks:
         v = x[:, sl]
         if kind == "rms":
             scale[sl] = np.sqrt((v**2).mean())
-        elif kind == "minkowski":
-            scale[sl] = np.sqrt(np.abs(_dot(v, v)) / v.shape[1]).mean()
     return scale
 
 
@@ -235,7 +233,7 @@ def make_task(name: str, n_train: int = 1000, n_val: Optional[int] = None, n_tes
         blocks, standardise = [], False
     elif key == "particle-interaction":
         gen, group, rin, rout = _gaussian_inputs(16, 0.25), "O(1,3)", "4V", "V0"
-        blocks, standardise = [(slice(4 * i, 4 * i + 4), "minkowski") for i in range(4)], True
+        blocks, standardise = [(slice(4 * i, 4 * i + 4), "rms") for i in range(4)], True
     else:
         variant = key.split(":", 1)[1]
         gen, group, rin, rout = _inertia_inputs, "O(3)", "5V0+5V", "V**2"
