@@ -98,11 +98,15 @@ RESULTS_VERSION = 2
 #: Tasks whose data changed after RESULTS_VERSION 2 (ParticleInteraction: EMLP's input scale, the RMS of each
 #: four-vector, instead of a Minkowski-norm mean).
 DATA_VERSION = {"particle-interaction": 3}
+#: Models whose method changed after RESULTS_VERSION 2 (soft 2: strengths decided early, warm-up 5% + window 20%).
+MODEL_VERSION = {"soft": 2}
 
 
 def run_key(spec) -> str:
     key = "v{v}|{protocol}|{task}|{model}|seed{seed}|N{n_train}|ch{ch}|ep{epochs}".format(
         v=DATA_VERSION.get(spec["task"], RESULTS_VERSION), **spec)
+    if spec["model"] in MODEL_VERSION:
+        key += f"|{spec['model']}{MODEL_VERSION[spec['model']]}"
     return key if spec.get("schedule", "cosine") == "cosine" else f"{key}|{spec['schedule']}"
 
 

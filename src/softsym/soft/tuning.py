@@ -26,9 +26,11 @@ residuals, through :meth:`SoftSymmetry.record`, so the trajectory of every lambd
     as the network learns the data (PER's residuals, in contrast, only separate the candidates late in training).
     Strengths move multiplicatively: up while t_j < 1 (no sign of breaking), down when t_j > 3 (strong evidence),
     held in between (dual-ascent-like, no threshold on the strengths themselves). lambda_j = lt_j / max_k R_k(theta_0),
-    so strengths are scale-free; all start equal and weak, a warm-up (a quarter of training) lets the network learn before the first decision. Cost:
-    J * group_samples + 1 forward passes over the validation split per hyper-step, no backward pass (about 300
-    hyper-steps per run; measured in ``overhead_seconds``).
+    so strengths are scale-free; all start equal and weak; a short warm-up (5% of training) lets the network learn
+    before the first decision, and the strengths are decided in the next 20% (where learning happens; strong
+    strengths are applied as proximal steps by the ``soft`` model, see ``SoftEMLP(penalty="prox")``). Cost:
+    J * group_samples + 1 forward passes over the validation split per hyper-step, no backward pass (about 250
+    hyper-steps in the decision window and a sparse 200 after it; measured in ``overhead_seconds``).
 
     We first implemented the one-step validation hypergradient dL_val/dlog lambda_j ~= -eta lambda_j
     <grad L_val, D grad R_j> (hypergradient descent / Self-Tuning Networks). On MixedInertia it was dominated by a
@@ -296,11 +298,17 @@ class SoftTuner(StrengthTuner):
     Parameters
     ----------
     init : initial normalised strength of every candidate.
-    every : optimiser steps between hyper-steps (default: about 300 hyper-steps per run).
-    lr : step of log lt_j per hyper-step (default: enough to cross [lo, hi] in half the tuned part of the run,
-        clipped to [0.02, 0.5]).
+    every : optimiser steps between hyper-steps. Default: about 250 hyper-steps spread over the decision
+        ``window`` after the warm-up, then one every 4 * ``every`` steps for the rest of the run (monitoring). An
+        explicit ``every`` applies to the whole run.
+    lr : step of log lt_j per hyper-step (default: enough to go from ``init`` to ``hi`` in a quarter of the window's
+        hyper-steps at the expected step of a true symmetry, clipped to [0.02, 0.5]).
     accept, reject : t_a and t_r of the update rule.
-    warmup : fraction of the optimiser steps before the first hyper-step.
+    warmup : fraction of the optimiser steps before the first hyper-step (default 0.05).
+    window : fraction of the optimiser steps, after the warm-up, in which the strengths are decided (default 0.2).
+        Early because that is where learning happens: on MixedInertia (8000 epochs) every model reaches its best
+        validation error in the first 500-1000 epochs and overfits afterwards, so strengths decided after a
+        quarter of training (the first version of this tuner, and PER's T_adj) come too late to help.
     group_samples : group elements per candidate and hyper-step.
     lo, hi : clamp range of the normalised strengths.
     max_val : validation samples used per hyper-step.
@@ -311,9 +319,9 @@ class SoftTuner(StrengthTuner):
     name = "soft"
 
     def __init__(self, init: float = 1.0, every: Optional[int] = None, lr: Optional[float] = None,
-                 accept: float = 1.0, reject: float = 3.0, warmup: float = 0.25, group_samples: int = 2, lo: float = 1e-4,
-                 hi: float = 1e6, max_val: int = 1000, seed: int = 0, reps=None,
-                 record_every: Optional[int] = None):
+                 accept: float = 1.0, reject: float = 3.0, warmup: float = 0.05, window: float = 0.2,
+                 group_samples: int = 2, lo: float = 1e-4, hi: float = 1e6, max_val: int = 1000, seed: int = 0,
+                 reps=None, record_every: Optional[int] = None):
         super().__init__()
         if not (init > 0 and math.isfinite(init)):
             raise ConfigError(f"SoftTuner init must be a positive finite number, got {init}")
@@ -325,6 +333,9 @@ class SoftTuner(StrengthTuner):
             raise ConfigError(f"SoftTuner lr must be a positive number, got {lr}")
         if not (accept < reject) or not (0 <= warmup < 1) or int(group_samples) < 1 or int(max_val) < 2:
             raise ConfigError("SoftTuner needs accept < reject, 0 <= warmup < 1, group_samples >= 1, max_val >= 2")
+        if not (0 < window <= 1 - warmup):
+            raise ConfigError(f"SoftTuner window must be in (0, 1 - warmup], got window={window}, warmup={warmup}")
+        self.window = float(window)
         self.init, self._every, self._lr = float(init), None if every is None else int(every), lr
         self.accept, self.reject, self.warmup = float(accept), float(reject), float(warmup)
         self.group_samples, self.max_val, self.seed = int(group_samples), int(max_val), int(seed)
@@ -337,7 +348,8 @@ class SoftTuner(StrengthTuner):
 
     def config(self) -> Dict:
         return {"name": self.name, "init": self.init, "every": self._every, "lr": self._lr,
-                "accept": self.accept, "reject": self.reject, "warmup": self.warmup, "group_samples": self.group_samples,
+                "accept": self.accept, "reject": self.reject, "warmup": self.warmup, "window": self.window,
+                "group_samples": self.group_samples,
                 "lo": self.lo, "hi": self.hi, "max_val": self.max_val, "seed": self.seed}
 
     # derived settings
@@ -350,20 +362,40 @@ class SoftTuner(StrengthTuner):
         return int(self.warmup * self.total_steps)
 
     @property
+    def window_steps(self) -> int:
+        return max(1, int(self.window * self.total_steps))
+
+    @property
     def every(self) -> int:
         if self._every is not None:
             return self._every
-        return max(1, round((self.total_steps - self.warmup_steps) / 300))
+        return max(1, round(self.window_steps / 250))
+
+    @property
+    def n_window_hypersteps(self) -> int:
+        return max(1, self.window_steps // self.every)
 
     @property
     def n_hypersteps(self) -> int:
-        return max(1, (self.total_steps - self.warmup_steps) // self.every)
+        rest = max(0, self.total_steps - self.warmup_steps - self.window_steps)
+        sparse = 0 if self._every is not None else rest // (4 * self.every)
+        dense = (self.total_steps - self.warmup_steps) // self.every if self._every is not None \
+            else self.n_window_hypersteps
+        return max(1, dense + sparse)
 
     @property
     def lr(self) -> float:
         if self._lr is not None:
             return float(self._lr)
-        return min(0.5, max(0.02, 2.0 * math.log(self.hi / self.lo) / self.n_hypersteps))
+        return min(0.5, max(0.02, math.log(self.hi / self.init) / (0.68 * self.n_window_hypersteps / 4)))
+
+    def _is_hyperstep(self, step: int) -> bool:
+        rel = step - self.warmup_steps
+        if rel <= 0:
+            return False
+        if self._every is not None or rel <= self.window_steps:
+            return rel % self.every == 0
+        return (rel - self.window_steps) % (4 * self.every) == 0
 
     @property
     def record_every(self) -> int:
@@ -433,7 +465,7 @@ class SoftTuner(StrengthTuner):
         return torch.tensor(ts, dtype=torch.float64), torch.tensor(means, dtype=torch.float64)
 
     def after_step(self, ctx: TunerContext) -> None:
-        if ctx.step <= self.warmup_steps or (ctx.step - self.warmup_steps) % self.every:
+        if not self._is_hyperstep(ctx.step):
             return
         t0 = time.perf_counter()
         stats, gaps = self.test_statistics(ctx)
