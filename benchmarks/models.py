@@ -99,14 +99,16 @@ RESULTS_VERSION = 2
 #: four-vector, instead of a Minkowski-norm mean).
 DATA_VERSION = {"particle-interaction": 3}
 #: Models whose method changed after RESULTS_VERSION 2 (soft 2: strengths decided early, warm-up 5% + window 20%).
-MODEL_VERSION = {"soft": 2}
+#: emlp / rpp 2 (and emlp:<group>): EquivariantLinear back to orthonormal coefficients (coef_scale="none").
+MODEL_VERSION = {"soft": 2, "emlp": 2, "rpp": 2}
 
 
 def run_key(spec) -> str:
     key = "v{v}|{protocol}|{task}|{model}|seed{seed}|N{n_train}|ch{ch}|ep{epochs}".format(
         v=DATA_VERSION.get(spec["task"], RESULTS_VERSION), **spec)
-    if spec["model"] in MODEL_VERSION:
-        key += f"|{spec['model']}{MODEL_VERSION[spec['model']]}"
+    kind = spec["model"].split(":", 1)[0]
+    if kind in MODEL_VERSION:
+        key += f"|{kind}{MODEL_VERSION[kind]}"
     return key if spec.get("schedule", "cosine") == "cosine" else f"{key}|{spec['schedule']}"
 
 

@@ -112,7 +112,11 @@ def test_equivariant_linear_shapes_and_counts(group, rin, rout):
     assert torch.allclose(bb.expand(cb), lin.bias, atol=1e-12)
     lin.weight.sum().backward()
     assert lin.weight_coef.grad is not None
-    # coef_scale="none": the parameters are the orthonormal-basis coefficients themselves
+    # the default coef_scale="none": the parameters are the orthonormal-basis coefficients themselves
+    assert lin.coef_scale == "none" and torch.equal(cw, lin.weight_coef)
+    plain = EquivariantLinear(rin, rout, group=G, dtype=F64, coef_scale="l1")
+    assert torch.allclose(bw.expand(plain.basis_coefficients()[0]).reshape(plain.weight.shape), plain.weight,
+                          atol=1e-12)
     plain = EquivariantLinear(rin, rout, group=G, dtype=F64, coef_scale="none")
     assert torch.allclose(bw.expand(plain.weight_coef).reshape(plain.weight.shape), plain.weight, atol=1e-12)
 
@@ -120,7 +124,7 @@ def test_equivariant_linear_shapes_and_counts(group, rin, rout):
 def test_l1_coefficient_scale_gives_emlp_step_sizes():
     """A unit change of a trained coefficient moves W by ||q||_1 q (EMLP's Adam step along q), e.g. the O(3)
     identity block q = I/sqrt(3) of Hom(V, V): W moves by I (sqrt(3) * I/sqrt(3))."""
-    lin = EquivariantLinear("V", "V", group="O(3)", dtype=F64, bias=False)
+    lin = EquivariantLinear("V", "V", group="O(3)", dtype=F64, bias=False, coef_scale="l1")
     assert lin.weight_dim == 1
     with torch.no_grad():
         w0 = lin.weight.clone()
