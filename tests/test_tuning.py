@@ -125,6 +125,24 @@ def test_soft_tuner_symmetry_test_and_update_rule():
     assert other.normalised() == lt and other.t == 27
 
 
+def test_soft_tuner_default_schedule_decides_early():
+    """Default schedule: no hyper-step in the 5% warm-up, ~250 dense ones in the next 20%, then one every 4 * every
+    steps; the default lr takes a true symmetry from init to hi within the first quarter of the window."""
+    tuner = SoftTuner()
+    tuner.attach(_ZModel(), epochs=8000, steps_per_epoch=2)  # PER's MixedInertia protocol: 16000 steps
+    assert tuner.warmup_steps == 800 and tuner.window_steps == 3200 and tuner.every == 13
+    steps = [s for s in range(1, 16001) if tuner._is_hyperstep(s)]
+    assert steps[0] == 813 and all(s > 800 for s in steps)
+    dense = [s for s in steps if s <= 800 + 3200]
+    assert 240 <= len(dense) <= 250 and dense[1] - dense[0] == 13
+    sparse = [s for s in steps if s > 4000]
+    assert sparse and all(b - a == 52 for a, b in zip(sparse, sparse[1:]))
+    expected_steps_to_hi = math.log(tuner.hi / tuner.init) / (0.68 * tuner.lr)
+    assert expected_steps_to_hi <= 0.26 * len(dense)
+    with pytest.raises(ConfigError, match="window"):
+        SoftTuner(warmup=0.5, window=0.6)
+
+
 def test_soft_tuner_options_validated():
     with pytest.raises(ConfigError):
         SoftTuner(init=0.0)
