@@ -100,7 +100,8 @@ RESULTS_VERSION = 2
 DATA_VERSION = {"particle-interaction": 3}
 #: Models whose method changed after RESULTS_VERSION 2 (soft 2: strengths decided early, warm-up 5% + window 20%).
 #: emlp / rpp 2 (and emlp:<group>): EquivariantLinear back to orthonormal coefficients (coef_scale="none").
-MODEL_VERSION = {"soft": 2, "emlp": 2, "rpp": 2}
+#: soft 3: the proximal step also shrinks the gradient before Adam.
+MODEL_VERSION = {"soft": 3, "emlp": 2, "rpp": 2}
 
 
 def run_key(spec) -> str:

@@ -496,6 +496,26 @@ def test_soft_emlp_proximal_step():
         SoftEMLP("5V0+5V", "V**2", ["O(3)"], ch=8, num_layers=1, penalty="l2")
 
 
+def test_soft_emlp_proximal_gradient():
+    """Before the optimiser step the gradient is shrunk like the weights: with f = 1 it is the projected gradient,
+    so Adam's moments never see the non-equivariant part."""
+    torch.manual_seed(0)
+    m = SoftEMLP("5V0+5V", "V**2", ["O(3)", "O(2)@z"], ch=16, num_layers=1, dtype=F64, penalty="prox",
+                 strengths=[0.0, 1e30])
+    x = torch.randn(8, 20, dtype=F64)
+    m(x).square().sum().backward()
+    g = torch.cat([t.grad.reshape(-1) for lin in m.linear_layers() for t in (lin.weight, lin.bias)])
+    m.proximal_gradient(1.0)  # f = 1 for O(2)@z
+    g2 = torch.cat([t.grad.reshape(-1) for lin in m.linear_layers() for t in (lin.weight, lin.bias)])
+    assert torch.allclose(g2, m.projection.project(g, 1), atol=1e-12)
+    assert not torch.allclose(g2, g)
+    loss_mode = SoftEMLP("5V0+5V", "V**2", ["O(3)"], ch=8, num_layers=1, dtype=F64)
+    loss_mode(x).sum().backward()
+    before = [p.grad.clone() for p in loss_mode.parameters()]
+    loss_mode.proximal_gradient(1.0)  # penalty="loss": a no-op
+    assert all(torch.equal(a, p.grad) for a, p in zip(before, loss_mode.parameters()))
+
+
 def test_soft_emlp_prox_training_reaches_the_subspace():
     """Training with a strong prox strength on O(2)@z gives an (almost) exactly O(2)@z-equivariant model."""
     from softsym.data.synthetic import make_task

@@ -111,6 +111,12 @@ class Standardized(nn.Module):
         if fn is not None:
             fn(lr)
 
+    def proximal_gradient(self, lr: float) -> None:
+        """Forward the trainer's pre-step hook to the network (soft models with ``penalty="prox"``)."""
+        fn = getattr(self.net, "proximal_gradient", None)
+        if fn is not None:
+            fn(lr)
+
     def residuals(self) -> torch.Tensor:
         fn = getattr(self.net, "residuals", None)
         if fn is None:

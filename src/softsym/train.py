@@ -537,6 +537,9 @@ class Trainer:
                                             p.grad = p.detach() * cfg.weight_decay
                                         else:
                                             p.grad.add_(p, alpha=cfg.weight_decay)
+                        prox_grad = getattr(model, "proximal_gradient", None)
+                        if prox_grad is not None:
+                            prox_grad(lr)
                         self.optimizer.step()
                         prox = getattr(model, "proximal_step", None)
                         if prox is not None:

@@ -269,11 +269,15 @@ class SoftEMLP(_ModelMixin, nn.Module):
     ``residuals()`` (J,) sums over layers.
 
     ``penalty="loss"`` (PER): ``regularization() = symmetry.penalty(residuals())`` is added to the loss.
-    ``penalty="prox"``: the same objective, but the penalty is applied as a proximal step after every optimiser
-    step (:meth:`proximal_step`, called by the trainer with the current learning rate) instead of through the
-    gradient, like AdamW's decoupled weight decay. A strong candidate then pulls the weights into its subspace
-    (lambda -> infinity is the exact projection, i.e. EMLP's own parameterisation) without flooding Adam's moment
-    estimates with penalty gradients, which with a loss penalty stalls learning once lambda is large.
+    ``penalty="prox"``: the same objective, applied as a preconditioned proximal step instead of through the loss:
+    before every optimiser step the trainer calls :meth:`proximal_gradient` (the task gradient is shrunk towards
+    each candidate's subspace, g <- g - f_j (g - P_j g)), after it :meth:`proximal_step` (the weights likewise),
+    with f_j = lr lambda_j / (1 + lr lambda_j). lambda -> 0 is plain training; lambda -> infinity is Adam on the
+    projected gradient of weights kept in the subspace, i.e. EMLP's own dense-then-project parameterisation. With a
+    loss penalty a large lambda floods Adam's moments with penalty gradients and stalls learning; with the weight
+    step alone, Adam's moments still carry the gradient's non-equivariant part and the equivariant steps shrink
+    (MixedInertia o2z, lambda large on O(2)@z from the start, best validation MSE in 1500 epochs: loss 3+, weights
+    only 2.08, gradient and weights 1.39; the exact O(2)@z EMLP: 1.69 / 2.39 with l1 / orthonormal coefficients).
     """
 
     def __init__(self, rep_in, rep_out, groups, *, ch=128, num_layers: int = 3, full_group=None,
@@ -337,23 +341,40 @@ class SoftEMLP(_ModelMixin, nn.Module):
             return zero_scalar(self)
         return self.symmetry.penalty(self.residuals())
 
+    def _prox_factors(self, lr: float) -> List[float]:
+        lam = self.symmetry.strengths.detach().double().cpu()
+        return [float(v) for v in (lr * lam / (1.0 + lr * lam))]
+
     @torch.no_grad()
     def proximal_step(self, lr: float) -> None:
         """With ``penalty="prox"``: theta <- prox of lr * sum_j lambda_j R_j (one candidate after the other)."""
         if self.penalty != "prox":
             return
-        lam = self.symmetry.strengths.detach().double().cpu()
-        factors = [float(v) for v in (lr * lam / (1.0 + lr * lam))]
+        factors = self._prox_factors(lr)
         if not any(factors):
             return
         theta = self.projection.shrink_(self.flat_parameters().detach().clone(), factors)
         self._write_flat(theta)
 
-    def _write_flat(self, theta: torch.Tensor) -> None:
+    @torch.no_grad()
+    def proximal_gradient(self, lr: float) -> None:
+        """With ``penalty="prox"``: shrink the linear layers' gradients like the weights (call before the optimiser
+        step; layers without a gradient are left alone)."""
+        if self.penalty != "prox":
+            return
+        factors = self._prox_factors(lr)
+        tensors = [t for lin in self.linear_layers() for t in (lin.weight, lin.bias)]
+        if not any(factors) or any(t.grad is None for t in tensors):
+            return
+        grads = torch.cat([t.grad.reshape(-1) for t in tensors])
+        self._write_flat(self.projection.shrink_(grads, factors), grads=True)
+
+    def _write_flat(self, theta: torch.Tensor, grads: bool = False) -> None:
         off = 0
         for lin in self.linear_layers():
             for t in (lin.weight, lin.bias):
-                t.copy_(theta[off:off + t.numel()].view_as(t))
+                dst = t.grad if grads else t
+                dst.copy_(theta[off:off + t.numel()].view_as(t))
                 off += t.numel()
 
     @torch.no_grad()
