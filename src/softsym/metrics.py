@@ -206,6 +206,12 @@ def _as_inputs(x, rep_in: Rep, device=None) -> torch.Tensor:
     return x
 
 
+def _model_inputs(f: Callable, x, rep_in: Rep, dtype: Optional[torch.dtype]):
+    """(model dtype (``dtype`` overrides the detected one), float64 inputs on the model's device)."""
+    mdtype, device = model_dtype_device(f, x if isinstance(x, torch.Tensor) else None)
+    return dtype or mdtype, _as_inputs(x, rep_in, device)
+
+
 def _to_model(x64: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x64.to(dtype) if x64.dtype != dtype else x64
 
@@ -367,14 +373,12 @@ class EquivarianceMeter:
     @torch.no_grad()
     def update(self, f: Callable, x, *, dtype: Optional[torch.dtype] = None) -> None:
         """Add the batch x (B, rep_in.size) evaluated by f. ``dtype``: the model's input dtype (auto-detected)."""
-        mdtype, device = model_dtype_device(f, x if isinstance(x, torch.Tensor) else None)
-        mdtype = dtype or mdtype
+        mdtype, x64 = _model_inputs(f, x, self.rep_in, dtype)
         self._dtype = mdtype
-        x64 = _as_inputs(x, self.rep_in, device)
         b, n_out = x64.shape[0], self.rep_out.size
         with _eval_mode(f):
             fx = _call(f, _to_model(x64, mdtype), n_out, self.rep_out)  # (B, m) float64
-            els = self.elements.to(device)
+            els = self.elements.to(x64.device)
             per = max(1, self.chunk_rows // b)
             for start in range(0, len(els), per):
                 g = els[start:start + per]  # (s, d, d)
@@ -571,10 +575,9 @@ def lie_derivative(f: Callable, rep_in: RepLike, rep_out: RepLike, A, x, *, grou
     a = A if isinstance(A, torch.Tensor) else torch.as_tensor(np.asarray(A))
     if a.shape != (g.d, g.d):
         raise ConfigError(f"A must be a ({g.d}, {g.d}) Lie-algebra element of {g.name}, got shape {tuple(a.shape)}")
-    mdtype, device = model_dtype_device(f, x if isinstance(x, torch.Tensor) else None)
-    x64 = _as_inputs(x, rin, device)
+    mdtype, x64 = _model_inputs(f, x, rin, dtype)
     with _eval_mode(f):
-        lie, _, _ = _lie_rows_auto(f, rin, rout, a.to(torch.float64)[None], x64, dtype or mdtype, method)
+        lie, _, _ = _lie_rows_auto(f, rin, rout, a.to(torch.float64)[None], x64, mdtype, method)
     return lie[0]
 
 
@@ -600,10 +603,8 @@ class LieDerivativeMeter:
         self._dtype = torch.float64
 
     def update(self, f: Callable, x, *, dtype: Optional[torch.dtype] = None) -> None:
-        mdtype, device = model_dtype_device(f, x if isinstance(x, torch.Tensor) else None)
-        mdtype = dtype or mdtype
+        mdtype, x64 = _model_inputs(f, x, self.rep_in, dtype)
         self._dtype = mdtype
-        x64 = _as_inputs(x, self.rep_in, device)
         b, n_out = x64.shape[0], self.rep_out.size
         with _eval_mode(f):
             if len(self.generators) == 0:
