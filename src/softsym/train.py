@@ -503,6 +503,9 @@ class Trainer:
             return x_val[idx], y_val[idx]
 
         sym = model.symmetry if hasattr(model, "residuals") and getattr(model, "symmetry", None) is not None else None
+        # soft models with penalty="prox" shrink gradients before and weights after each optimiser step
+        prox_grad = getattr(model, "proximal_gradient", None)
+        prox = getattr(model, "proximal_step", None)
         end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
         last_ck_time, last_ck_epoch = time.perf_counter(), start_epoch
         best_dirty = False
@@ -537,11 +540,9 @@ class Trainer:
                                             p.grad = p.detach() * cfg.weight_decay
                                         else:
                                             p.grad.add_(p, alpha=cfg.weight_decay)
-                        prox_grad = getattr(model, "proximal_gradient", None)
                         if prox_grad is not None:
                             prox_grad(lr)
                         self.optimizer.step()
-                        prox = getattr(model, "proximal_step", None)
                         if prox is not None:
                             prox(lr)
                         step += 1
