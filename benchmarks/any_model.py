@@ -38,6 +38,22 @@ from softsym.wrappers import Canonicalize, FrameAverage, GroupAverage, SortCanon
 console = Console(width=None if sys.stdout.isatty() else 150)
 RESULTS = Path(__file__).resolve().parent / "results"
 
+
+def _load_example():
+    """examples/any_model.py, whose training recipe (ramped penalty) and cloud adapter this benchmark measures."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "any_model.py"
+    spec = importlib.util.spec_from_file_location("softsym_example_any_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_EXAMPLE = _load_example()
+CloudToFlat = _EXAMPLE.CloudToFlat  # clouds (B, 5, 4) = [x, y, z, mass] -> the MLP's flat layout (B, 20)
+train = _EXAMPLE.train  # Adam + one-cycle lr, penalty strength ramped linearly from 0 over ``ramp`` of training
+
 GROUP, REP_IN, REP_OUT = "O(3)", "5V0+5V", "V**2"
 
 
@@ -52,17 +68,6 @@ def mlp(n_in: int, n_out: int, hidden: int = 256, seed: int = 0, dtype=torch.flo
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                          nn.Linear(hidden, n_out)).to(dtype)
-
-
-class CloudToFlat(nn.Module):
-    """Clouds (B, 5, 4) = [x, y, z, mass] -> the flat Inertia layout (B, 20) = (masses, positions) of an MLP."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, pts):
-        return self.net(torch.cat([pts[..., 3], pts[..., :3].reshape(pts.shape[0], 15)], dim=-1))
 
 
 def to_cloud(x: torch.Tensor) -> torch.Tensor:
@@ -191,30 +196,6 @@ def bench_wrappers(quick: bool) -> list:
 
 
 # ====================================================================== 2. Inertia
-def train(model, x, y, *, epochs, penalty=None, ramp=1.0, lr=3e-3, batch=100, seed=0) -> float:
-    """Adam + one-cycle lr; the penalty strength is ramped linearly from 0 over ``ramp`` of training."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * ((len(x) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    gen = torch.Generator().manual_seed(seed)
-    step, t0 = 0, time.perf_counter()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch):
-            xb, yb = x[perm[i:i + batch]], y[perm[i:i + batch]]
-            out = model(xb)
-            loss = (out - yb).pow(2).mean()
-            if penalty is not None:
-                scale = min(1.0, step / max(1.0, ramp * steps))
-                loss = loss + scale * penalty.symmetry.penalty(penalty.residuals(model, xb, out))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-    return time.perf_counter() - t0
-
-
 def bench_inertia(epochs: int, strength: float, n_samples: int) -> dict:
     task = make_task("inertia", 1000, seed=0)
     y_scale = float(task.y_train.pow(2).mean().sqrt())  # one scalar: preserves equivariance
@@ -278,26 +259,17 @@ def bench_lie(quick: bool) -> list:
     x = torch.randn(64, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     x[:, :5] = torch.nn.functional.softplus(x[:, :5])
     models = []
-    try:
-        from softsym.nn import EMLP  # written concurrently; included whenever importable
+    from softsym.nn import EMLP
 
-        torch.manual_seed(0)
-        models.append(("softsym.nn.EMLP (ch=64, 2 layers)",
-                       EMLP(REP_IN, REP_OUT, GROUP, ch=64, num_layers=2, dtype=torch.float64)))
-    except Exception as exc:  # noqa: BLE001
-        console.print(f"[yellow]TODO: EMLP row skipped ({type(exc).__name__}: {exc}); add it once "
-                      "softsym.nn.EMLP(rep_in, rep_out, group, ch=..., num_layers=...) is importable[/]")
-        models.append(("TODO softsym.nn.EMLP: not importable", None))
+    torch.manual_seed(0)
+    models.append(("softsym.nn.EMLP (ch=64, 2 layers)",
+                   EMLP(REP_IN, REP_OUT, GROUP, ch=64, num_layers=2, dtype=torch.float64)))
     models.append(("basis model W = Q c, invariant gate", BasisModel(GROUP, REP_IN, REP_OUT)))
     fa = FlatFrame(FrameAverage(CloudToFlat(mlp(20, 9)), GROUP, scalar_channels=1, output="tensor"))
     models.append(("frame-averaged MLP (jvp through eigh)", fa))
     models.append(("plain MLP (negative control)", mlp(20, 9)))
     rows = []
     for name, model in models:
-        if model is None:
-            rows.append({"model": name, "lie_max": None, "lie_mean": None, "eq_max": None, "per_generator": [],
-                         "method": "-"})
-            continue
         lie = lie_derivative_error(model, GROUP, REP_IN, REP_OUT, x)
         eq = equivariance_error(model, GROUP, REP_IN, REP_OUT, x, 16)
         rows.append({"model": name, "lie_max": lie.max, "lie_mean": lie.mean, "eq_max": eq.max,
@@ -369,7 +341,7 @@ def main(argv=None) -> int:
         table.add_row(r["model"], fmt(r["lie_max"]), fmt(r["lie_mean"]),
                       ", ".join(f"{e:.1e}" for e in r["per_generator"]) or "-", r["method"], fmt(r["eq_max"]))
     console.print(table)
-    exact_rows = [r for r in lie if r["lie_max"] is not None and "negative control" not in r["model"]]
+    exact_rows = [r for r in lie if "negative control" not in r["model"]]
     ok_lie = all(r["lie_max"] < 1e-8 for r in exact_rows)
     console.print("AD: jvp = torch.func.jvp; vjp = reverse mode twice, used when a custom autograd.Function has no "
                   "forward-mode rule (softsym.nn at the time of writing) and only after agreeing with 4th-order finite "
