@@ -105,6 +105,30 @@ def test_group_average_monte_carlo_and_errors():
         GroupAverage(_mlp(4, 4), "SO(1,3)", "V", "V")
 
 
+def test_group_average_keeps_float64_elements_under_dtype_casts():
+    # .float() / .half() convert the model, never the group elements: the actions stay float64 (D(6) has
+    # irrational entries, float32 elements would leave a ~1e-9 error after casting back with .double())
+    x = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ga = GroupAverage(_mlp(2, 2), "D(6)", "V", "V").float().double()
+    assert ga.elements.dtype == ga.inverses.dtype == torch.float64
+    assert equivariance_error(ga, "D(6)", "V", "V", x).max < TOL
+    mc = GroupAverage(_mlp(3, 3), "SO(3)", "V", "V", n_samples=4, seed=0).half()
+    assert mc.elements.dtype == torch.float64 and mc.model[0].weight.dtype == torch.float16
+
+
+def test_group_average_input_and_output_errors():
+    ga = GroupAverage(_mlp(5, 5), "S(5)", "V", "V")
+    x = torch.randn(3, 5, dtype=torch.float64)
+    empty = ga(x[:0])
+    assert empty.shape == (0, 5) and empty.dtype == torch.float64
+    with pytest.raises(DataError, match="finite"):
+        ga(torch.full((2, 5), float("nan"), dtype=torch.float64))
+    with pytest.raises(DataError, match=r"\(batch, 5\)"):
+        ga(x[0])
+    with pytest.raises(softsym.ModelError, match="returned tuple"):
+        GroupAverage(lambda v: (v,), "S(5)", "V", "V")(x)
+
+
 # ---------------------------------------------------------------- frame averaging: generic inputs
 @pytest.mark.parametrize("cls", [FrameAverage, Canonicalize])
 @pytest.mark.parametrize("group", ["O(3)", "SO(3)", "E(3)", "SE(3)"])

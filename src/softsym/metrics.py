@@ -219,7 +219,7 @@ def _to_model(x64: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _check_output(y, batch: int, n_out: int, rep_out: Rep, check_finite: bool = True) -> torch.Tensor:
     if not isinstance(y, torch.Tensor):
         raise ModelError(f"the model returned {type(y).__name__}, expected a tensor of shape (batch, {n_out})")
-    if y.ndim == 0 or y.shape[0] != batch or y[0].numel() != n_out:
+    if y.ndim == 0 or y.shape[0] != batch or math.prod(y.shape[1:]) != n_out:
         raise ModelError(
             f"the model returned shape {tuple(y.shape)} for a batch of {batch} inputs, but rep_out {rep_out!r} of "
             f"{rep_out.group.name} has size {n_out}; the output must be (batch, {n_out}) (or (batch, ...) with "

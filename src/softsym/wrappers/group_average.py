@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..groups.parse import parse_group
 from ..metrics import _check_output, act_each, finite_elements, model_dtype_device
 from ..reps.algebra import rep as _make_rep
@@ -122,6 +122,15 @@ class GroupAverage(nn.Module):
             return None
         return tuple(m.to(device) for m in self._dense_cache)
 
+    def _apply(self, fn, *args, **kwargs):
+        """Move the fixed elements with the module (``.to(device)``) but keep them float64: ``.float()`` / ``.half()``
+        convert the model only, since the group actions are always applied in float64."""
+        keep = {k: getattr(self, k) for k in ("elements", "inverses") if getattr(self, k, None) is not None}
+        super()._apply(fn, *args, **kwargs)
+        for k, v in keep.items():
+            setattr(self, k, v.to(device=getattr(self, k).device))
+        return self
+
     def _current_elements(self, device):
         fresh = not self.exact and (self.training or self.elements is None)
         if fresh:
@@ -129,14 +138,29 @@ class GroupAverage(nn.Module):
             return els, torch.linalg.inv(els)
         return self.elements.to(device), self.inverses.to(device)
 
+    def _check_input(self, x) -> None:
+        """DataError unless x is a finite real tensor (batch, rep_in.size)."""
+        n_in = self.rep_in.size
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != n_in:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise DataError(f"GroupAverage: inputs must be (batch, {n_in}) for rep_in {self.rep_in!r}, got {shape}")
+        if x.is_complex() or not torch.all(torch.isfinite(x)):
+            raise DataError("GroupAverage: inputs must be real and finite (got complex, NaN or inf values)")
+
+    def _model_output(self, y, rows: int) -> torch.Tensor:
+        """The model's output for ``rows`` inputs, unchanged, after checking it is a real tensor (rows, ...) with
+        rep_out.size entries per row (ModelError otherwise)."""
+        _check_output(y, rows, self.rep_out.size, self.rep_out, check_finite=False)
+        return y
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, rep_in.size) -> averaged output with the model's output shape (B, ...)."""
         n_in, n_out = self.rep_in.size, self.rep_out.size
-        if x.ndim != 2 or x.shape[1] != n_in:
-            raise ConfigError(f"GroupAverage: inputs must be (batch, {n_in}) for rep_in {self.rep_in!r}, "
-                              f"got {tuple(x.shape)}")
+        self._check_input(x)
         mdtype, _ = model_dtype_device(self.model, x)
         b = x.shape[0]
+        if b == 0:  # the average over an empty batch is empty: the model's own output for it
+            return self._model_output(self.model(x.to(mdtype)), 0)
         x64 = x.to(torch.float64)
         els, invs = self._current_elements(x.device)
         fixed = self.exact or not (self.training or self.elements is None)
@@ -151,10 +175,10 @@ class GroupAverage(nn.Module):
                 xg = torch.einsum("sij,bj->sbi", dense[0][start:start + s], x64).reshape(s * b, n_in).to(mdtype)
             else:
                 xg = act_each(self.rep_in, g, x64).to(mdtype)
-            y = self.model(xg)
+            y = self._model_output(self.model(xg), s * b)
             if out_shape is None:
                 out_shape, out_dtype = tuple(y.shape[1:]), y.dtype
-            y = _check_output(y, s * b, n_out, self.rep_out, check_finite=False).to(torch.float64)
+            y = y.reshape(s * b, n_out).to(torch.float64)
             if dense is not None:
                 back = torch.einsum("sij,sbj->bi", dense[1][start:start + s], y.reshape(s, b, n_out))
             elif b < 256:
