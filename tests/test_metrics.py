@@ -198,6 +198,17 @@ def test_subspace_energy():
     assert 0 <= subspace_energy(lin, b2) <= 1
 
 
+def test_subspace_energy_refuses_non_finite_weights():
+    g = softsym.group("O(3)")
+    b2 = softsym.equivariant_basis(softsym.Hom(softsym.rep("V", g), softsym.rep("V", g)))
+    bb = softsym.equivariant_basis(softsym.rep("V", g))
+    assert subspace_energy(torch.eye(3) + torch.diag(torch.tensor([0.0, 0.0, 1.0])), b2) == pytest.approx(16 / 18)
+    with pytest.raises(DataError, match="NaN"):  # was 1.0 ("fully equivariant")
+        subspace_energy(torch.full((3, 3), float("nan")), b2)
+    with pytest.raises(DataError, match="bias"):
+        subspace_energy(torch.eye(3), b2, bias=torch.tensor([0.0, float("inf"), 0.0]), bias_basis=bb)
+
+
 # ---------------------------------------------------------------- errors
 def test_clear_errors(x3):
     with pytest.raises(ModelError, match="size 3"):

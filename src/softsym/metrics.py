@@ -662,6 +662,12 @@ def lie_derivative_error(f: Callable, group: GroupLike, rep_in: RepLike, rep_out
 
 
 # ====================================================================== linear maps
+def _require_finite(t: torch.Tensor, what: str) -> None:
+    """DataError when a weight contains NaN or inf (its energy fraction would be meaningless)."""
+    if not torch.all(torch.isfinite(t)):
+        raise DataError(f"{what} contains NaN or inf; the subspace energy of a non-finite map is undefined")
+
+
 def subspace_energy(W, basis: Basis, bias=None, bias_basis: Optional[Basis] = None) -> float:
     """Fraction ||P W||^2 / ||W||^2 of a linear map's energy in the equivariant subspace (1 = equivariant).
 
@@ -678,6 +684,7 @@ def subspace_energy(W, basis: Basis, bias=None, bias_basis: Optional[Basis] = No
             bias = W.bias
         W = W.weight
     w = torch.as_tensor(W).detach().to(torch.float64).reshape(-1)
+    _require_finite(w, "W")
     if w.shape[0] != basis.size:
         raise ConfigError(f"W has {w.shape[0]} entries but the basis is of a rep of size {basis.size} ({basis.rep!r})")
     num = float(basis.coefficients(w).abs().pow(2).sum())
@@ -686,6 +693,7 @@ def subspace_energy(W, basis: Basis, bias=None, bias_basis: Optional[Basis] = No
         if bias_basis is None:
             raise ConfigError("subspace_energy: give bias_basis (the invariant basis of rep_out) with bias")
         bv = torch.as_tensor(bias).detach().to(torch.float64).reshape(-1)
+        _require_finite(bv, "bias")
         num += float(bias_basis.coefficients(bv).abs().pow(2).sum())
         den += float(bv.pow(2).sum())
     if den == 0.0:
