@@ -301,3 +301,19 @@ def test_sort_canonicalize_ties_exact():
     assert equivariance_error(f, "S(5)", "V", "V", x).max < TOL
     y = f(x)
     assert torch.allclose(y[:, 3], y[:, 1], rtol=0, atol=1e-14)
+
+
+def test_sort_canonicalize_negative_axis_empty_sets_and_errors():
+    x = torch.randn(3, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    p = torch.tensor([3, 0, 4, 1, 2])
+    per_element = lambda z: torch.tanh(z.cumsum(-2)).sum(-1)  # (B, n, 2) -> (B, n): fewer dims than the input
+    neg, pos = SortCanonicalize(per_element, "equivariant", set_axis=-2), SortCanonicalize(per_element, "equivariant")
+    assert torch.equal(neg(x), pos(x))  # set_axis=-2 counts from the input's end, not the output's
+    assert torch.equal(neg(x[:, p]), neg(x)[:, p])
+    assert neg(x[:0]).shape == (0, 5) and neg(x[:, :0]).shape == (3, 0)
+    with pytest.raises(DataError, match="set_axis=5"):
+        SortCanonicalize(per_element, "equivariant", set_axis=5)(x)
+    with pytest.raises(DataError, match="batch axis"):
+        SortCanonicalize(per_element, "equivariant", set_axis=-3)(x)
+    with pytest.raises(softsym.ModelError, match="got tuple"):
+        SortCanonicalize(lambda z: (z,), "equivariant")(x)

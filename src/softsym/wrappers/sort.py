@@ -1,12 +1,13 @@
 """S(n) canonicalization by sorting the elements of a set axis."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ModelError
 
 __all__ = ["SortCanonicalize"]
 
@@ -53,11 +54,19 @@ class SortCanonicalize(nn.Module):
     def extra_repr(self) -> str:
         return f"output={self.output!r}, set_axis={self.set_axis}"
 
+    def _axis(self, ndim: int) -> int:
+        """``set_axis`` as a non-negative index into an input with ``ndim`` dims (a negative set_axis counts from
+        the input's end; the same index is used for the output, which may have fewer trailing dims)."""
+        if not -ndim <= self.set_axis < ndim or self.set_axis % ndim == 0:
+            raise DataError(f"set_axis={self.set_axis} is not a set axis of an input with {ndim} dims (the batch "
+                            "axis 0 cannot be permuted)")
+        return self.set_axis % ndim
+
     def sort_permutation(self, x: torch.Tensor) -> torch.Tensor:
         """perm (B, n) with x_sorted[b, i] = x[b, perm[b, i]] (set axis moved to 1), lexicographic order."""
-        xs = torch.movedim(x, self.set_axis, 1)
+        xs = torch.movedim(x, self._axis(x.ndim), 1)
         b, n = xs.shape[:2]
-        feats = xs.reshape(b, n, -1).detach()
+        feats = xs.reshape(b, n, math.prod(xs.shape[2:])).detach()
         nf = feats.shape[-1]
         order = list(range(nf))
         if self.key is not None:
@@ -78,20 +87,26 @@ class SortCanonicalize(nn.Module):
             raise DataError(f"SortCanonicalize needs a batch of sets (batch, n, ...), got shape {tuple(x.shape)}")
         if torch.isnan(x).any():
             raise DataError("SortCanonicalize: NaN inputs cannot be sorted consistently; clean the data first")
-        xs = torch.movedim(x, self.set_axis, 1)
+        axis = self._axis(x.ndim)
+        xs = torch.movedim(x, axis, 1)
         b, n = xs.shape[:2]
         perm = self.sort_permutation(x)
         gidx = perm.reshape(b, n, *([1] * (xs.ndim - 2))).expand_as(xs)
-        sorted_x = torch.movedim(torch.gather(xs, 1, gidx), 1, self.set_axis)
+        sorted_x = torch.movedim(torch.gather(xs, 1, gidx), 1, axis)
         y = self.model(sorted_x)
         if self.output == "invariant":
             return y
-        ys = torch.movedim(y, self.set_axis, 1)
+        if not isinstance(y, torch.Tensor) or y.ndim <= axis:
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ModelError(f"equivariant output must be a tensor keeping the set axis ({n} elements) at axis "
+                             f"{axis}; got {shape}")
+        ys = torch.movedim(y, axis, 1)
         if ys.shape[:2] != (b, n):
-            raise ConfigError(f"equivariant output must keep the set axis ({n} elements) at axis {self.set_axis}; "
+            raise ConfigError(f"equivariant output must keep the set axis ({n} elements) at axis {axis}; "
                               f"got shape {tuple(y.shape)}")
         # average the outputs of identical elements (ties), exact stabiliser average
-        feats = torch.gather(xs.reshape(b, n, -1), 1, perm[..., None].expand(b, n, xs.reshape(b, n, -1).shape[-1]))
+        flat_x = xs.reshape(b, n, math.prod(xs.shape[2:]))
+        feats = torch.gather(flat_x, 1, perm[..., None].expand_as(flat_x))
         same = torch.zeros(b, n, dtype=torch.bool, device=x.device)
         same[:, 1:] = (feats[:, 1:] == feats[:, :-1]).all(dim=-1)
         if bool(same.any()):
@@ -103,4 +118,4 @@ class SortCanonicalize(nn.Module):
             ys = (sums[gid.reshape(-1)] / cnt[gid.reshape(-1)][:, None]).reshape(ys.shape)
         inv = torch.argsort(perm, dim=1)
         gi = inv.reshape(b, n, *([1] * (ys.ndim - 2))).expand_as(ys)
-        return torch.movedim(torch.gather(ys, 1, gi), 1, self.set_axis)
+        return torch.movedim(torch.gather(ys, 1, gi), 1, axis)
