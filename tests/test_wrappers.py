@@ -191,6 +191,18 @@ def test_frame_float32_model_and_input_errors():
         FrameAverage(base, "O(3)", output="pseudovector")
 
 
+@pytest.mark.parametrize("cls", [FrameAverage, Canonicalize])
+def test_frame_non_finite_inputs_raise(cls):
+    fa = cls(lambda p: p.sum(1), "E(2)", output="position")
+    x = _clouds(3, 5, 2)
+    assert torch.allclose(fa(x), x.mean(1), atol=1e-12)  # the centroid map is E(2)-equivariant already
+    for bad in (float("nan"), float("inf")):
+        x_bad = x.clone()
+        x_bad[1, 2, 0] = bad
+        with pytest.raises(DataError, match="finite"):  # was silently NaN for the whole batch
+            fa(x_bad)
+
+
 # ---------------------------------------------------------------- frame averaging: degenerate clouds
 def _polygon(k, radius=1.3, d=2, center=(0.4, -0.2)):
     th = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k

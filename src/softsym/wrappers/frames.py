@@ -349,6 +349,9 @@ class _FrameBase(nn.Module):
             )
         if x.shape[1] == 0:
             raise DataError(f"{type(self).__name__}: point clouds need at least one point")
+        if x.is_complex() or not torch.all(torch.isfinite(x)):
+            raise DataError(f"{type(self).__name__}: inputs must be real and finite (got complex, NaN or inf "
+                            "values); the PCA frame of such a cloud is undefined")
 
     def _canonical_inputs(self, x64: torch.Tensor, t: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
         """Clouds x64 (M, n, C) expressed in frames ``mats`` (M, d, d) (positions centred for E(d) / SE(d))."""
