@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import softsym
-from softsym.errors import ConfigError, RepError
+from softsym.errors import ConfigError, DataError, ModelError, RepError
 from softsym.metrics import equivariance_error, lie_derivative
 from softsym.soft import SoftSymmetry
 from softsym.soft.lie import LiePenalty
@@ -86,6 +86,31 @@ def test_lie_penalty_matches_metric():
     assert float(net[0].weight.grad.abs().sum()) > 0
     with pytest.raises(ConfigError, match="no Lie algebra"):
         LiePenalty(SoftSymmetry(["S(3)"]), "V", "V")
+
+
+def test_lie_penalty_vjp_under_no_grad_matches_jvp():
+    # validation-time residuals: the double-backward path needs autograd even when the caller disabled it
+    sym = SoftSymmetry(["SO(3)", "O(2)@z"])
+    net = _mlp(3, 3)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    ref = LiePenalty(sym, "V", "V").residuals(net, x).detach()
+    with torch.no_grad():
+        r = LiePenalty(sym, "V", "V", method="vjp").residuals(net, x)
+    assert not r.requires_grad and torch.allclose(r, ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [lambda sym: SampledPenalty(sym, "V", "V", seed=0),
+                                  lambda sym: LiePenalty(sym, "V", "V")])
+def test_penalty_input_and_output_errors(make):
+    pen = make(SoftSymmetry(["SO(3)"]))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert float(pen.residuals(_equivariant, x)) < 1e-24
+    with pytest.raises(DataError, match="empty"):
+        pen.residuals(_equivariant, x[:0])
+    with pytest.raises(DataError, match="finite"):
+        pen.residuals(_equivariant, torch.full((4, 3), float("nan"), dtype=torch.float64))
+    with pytest.raises(ModelError, match="returned tuple"):
+        pen.residuals(lambda v: (v,), x)
 
 
 # ---------------------------------------------------------------- linear projection penalty

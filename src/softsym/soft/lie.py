@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ConfigError, ModelError
 from ..metrics import _check_output, model_dtype_device
-from .sampled import NORM_EPS, bind_reps
+from .sampled import NORM_EPS, bind_reps, check_inputs
 from .symmetry import SoftSymmetry
 
 __all__ = ["LiePenalty"]
@@ -72,8 +72,7 @@ class LiePenalty:
 
     def residuals(self, model: Callable, x: torch.Tensor) -> torch.Tensor:
         """Residuals (J,), differentiable w.r.t. the model's parameters. x: (B, n_in)."""
-        if x.ndim != 2 or x.shape[1] != self.n_in:
-            raise ConfigError(f"LiePenalty: inputs must be (batch, {self.n_in}), got {tuple(x.shape)}")
+        check_inputs(x, self.n_in, "LiePenalty")
         mdtype, _ = model_dtype_device(model, x)
         b = x.shape[0]
         x64 = x.detach().to(torch.float64)
@@ -87,8 +86,9 @@ class LiePenalty:
             xs = x64.repeat(k, 1)
             tangent = rin.drho(gb).apply(xs)
             y, dy = self._derivative(model, xs.to(mdtype), tangent.to(mdtype))
+            _check_output(y, k * b, self.n_out, rout, check_finite=False)
             out_dtype = y.dtype if y.is_floating_point() else torch.float64
-            y = _check_output(y, k * b, self.n_out, rout, check_finite=False).to(torch.float64)
+            y = y.reshape(k * b, self.n_out).to(torch.float64)
             dy = _check_output(dy, k * b, self.n_out, rout, check_finite=False).to(torch.float64)
             lie = dy - rout.drho(gb).apply(y)
             norm = y[:b].detach().pow(2).sum(1).mean().clamp_min(NORM_EPS)
@@ -105,16 +105,18 @@ class LiePenalty:
             except Exception as exc:
                 raise ModelError(f"torch.func.jvp of the model failed ({type(exc).__name__}: {exc}); use "
                                  "method='vjp' (if its backward is differentiable) or SampledPenalty") from exc
+        keep_graph = torch.is_grad_enabled()  # under no_grad (e.g. validation) the residuals need no graph
         xr = x.detach().requires_grad_(True)
         try:
-            y = model(xr)
-            u = torch.zeros_like(y, requires_grad=True)
-            (gx,) = torch.autograd.grad(y, xr, grad_outputs=u, create_graph=True)
-            (dy,) = torch.autograd.grad(gx, u, grad_outputs=t, create_graph=True)
+            with torch.enable_grad():
+                y = model(xr)
+                u = torch.zeros_like(y, requires_grad=True)
+                (gx,) = torch.autograd.grad(y, xr, grad_outputs=u, create_graph=True)
+                (dy,) = torch.autograd.grad(gx, u, grad_outputs=t, create_graph=keep_graph)
         except Exception as exc:
             raise ModelError(f"differentiating the model twice failed ({type(exc).__name__}: {exc}); the Lie "
                              "penalty needs forward-mode AD or double backward; use SampledPenalty") from exc
-        return y, dy
+        return (y, dy) if keep_graph else (y.detach(), dy.detach())
 
     def __call__(self, model: Callable, x: torch.Tensor) -> torch.Tensor:
         """``symmetry.penalty(residuals(model, x))``."""

@@ -11,13 +11,13 @@ from typing import Callable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..errors import ConfigError, RepError
+from ..errors import ConfigError, DataError, RepError
 from ..metrics import _check_output, finite_elements, model_dtype_device
 from ..reps.algebra import parse_rep
 from ..reps.base import Rep
 from .symmetry import SoftSymmetry
 
-__all__ = ["SampledPenalty", "bind_reps"]
+__all__ = ["SampledPenalty", "bind_reps", "check_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,17 @@ def bind_reps(symmetry: SoftSymmetry, reps: Union[RepSpec, Sequence[RepSpec]], w
         raise ConfigError(f"{what} has different sizes for different candidates ({sorted(sizes)}); every candidate "
                           "must act on the same model inputs / outputs")
     return out
+
+
+def check_inputs(x, n_in: int, who: str) -> None:
+    """ConfigError unless x is a tensor (batch, n_in); DataError for an empty batch or complex / NaN / inf entries."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != n_in:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ConfigError(f"{who}: inputs must be (batch, {n_in}), got {shape}")
+    if x.shape[0] == 0:
+        raise DataError(f"{who}: the batch is empty; a penalty needs at least one input")
+    if x.is_complex() or not torch.all(torch.isfinite(x)):
+        raise DataError(f"{who}: inputs must be real and finite (got complex, NaN or inf values)")
 
 
 def _model_call(model: Callable, x: torch.Tensor, n_out: int, rep: Rep) -> torch.Tensor:
@@ -130,15 +141,14 @@ class SampledPenalty:
         x : inputs (B, n_in) in any float dtype (cast to the model's dtype for the calls).
         fx : optional precomputed model(x) (B, n_out) (e.g. from the task loss) to save one forward pass.
         """
-        if x.ndim != 2 or x.shape[1] != self.n_in:
-            raise ConfigError(f"SampledPenalty: inputs must be (batch, {self.n_in}), got {tuple(x.shape)}")
+        check_inputs(x, self.n_in, "SampledPenalty")
         mdtype, _ = model_dtype_device(model, x)
         b, s = x.shape[0], self.n_samples
         x64 = x.detach().to(torch.float64)
         if fx is None:
             fx = model(x.to(mdtype))
-        out_dtype = fx.dtype if fx.is_floating_point() else torch.float64
         f64 = _check_output(fx, b, self.n_out, self.rep_outs[0], check_finite=False).to(torch.float64)
+        out_dtype = fx.dtype if fx.is_floating_point() else torch.float64
         norm = f64.detach().pow(2).sum(1).mean().clamp_min(NORM_EPS)
         xs = x64.repeat(s, 1)
         fs = f64.repeat(s, 1)
