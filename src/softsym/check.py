@@ -29,6 +29,7 @@ from .groups.parse import parse_group
 from .metrics import (
     DEFAULT_N_SAMPLES,
     EquivarianceResult,
+    _as_inputs,
     LieDerivativeResult,
     equivariance_error,
     lie_derivative_error,
@@ -193,31 +194,42 @@ def load_model(model_or_factory: Union[str, Callable, nn.Module], seed: Optional
     return obj
 
 
-def _load_inputs(inputs, n_inputs: int, size: int, seed: int) -> Tuple[torch.Tensor, str]:
-    if inputs is None:
-        if not isinstance(n_inputs, int) or n_inputs < 1:
-            raise ConfigError(f"n_inputs must be a positive integer, got {n_inputs!r}")
-        gen = torch.Generator().manual_seed(int(seed))
-        return torch.randn(n_inputs, size, dtype=torch.float64, generator=gen), f"N(0,1) float64, seed {seed}"
-    if isinstance(inputs, (str, Path)):
-        path = Path(inputs)
-        if not path.is_file():
-            raise DataError(f"inputs file {str(path)!r} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as data:
+def _read_inputs_file(path: Path) -> np.ndarray:
+    """The array 'x' of an NPZ file (or the array of an NPY file), numeric, not converted."""
+    if not path.is_file():
+        raise DataError(f"inputs file {str(path)!r} does not exist (or is not a file)")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # an .npy file holds one array
+            arr = loaded
+        else:
+            with loaded as data:
                 if "x" not in data.files:
                     raise DataError(f"{str(path)!r} has no array 'x' (keys: {', '.join(data.files) or 'none'}); "
                                     "save inputs with np.savez(path, x=inputs)")
                 arr = np.asarray(data["x"])
-        except SoftsymError:
-            raise
-        except Exception as exc:
-            raise DataError(f"cannot read {str(path)!r} as an NPZ file: {exc}") from exc
-        if not np.issubdtype(arr.dtype, np.number):
-            raise DataError(f"array 'x' in {str(path)!r} is not numeric (dtype {arr.dtype})")
-        return torch.from_numpy(arr.astype(np.float64)), f"{path} (x: {tuple(arr.shape)})"
-    x = inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(np.asarray(inputs))
-    return x.to(torch.float64), f"given tensor {tuple(x.shape)}"
+    except SoftsymError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot read {str(path)!r} as an NPZ file: {exc}") from exc
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"array 'x' in {str(path)!r} is not numeric (dtype {arr.dtype})")
+    return arr
+
+
+def _load_inputs(inputs, n_inputs: int, rep_in, seed: int) -> Tuple[torch.Tensor, str]:
+    """Inputs (B, rep_in.size) float64, validated like the metrics' inputs (shape, complex, NaN), and a description."""
+    if inputs is None:
+        if isinstance(n_inputs, bool) or not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1:
+            raise ConfigError(f"n_inputs must be a positive integer, got {n_inputs!r}")
+        gen = torch.Generator().manual_seed(int(seed))
+        x = torch.randn(int(n_inputs), rep_in.size, dtype=torch.float64, generator=gen)
+        return x, f"N(0,1) float64, seed {seed}"
+    if isinstance(inputs, (str, Path)):
+        arr = _read_inputs_file(Path(inputs))
+        return _as_inputs(torch.from_numpy(arr), rep_in), f"{inputs} (x: {tuple(arr.shape)})"
+    x = _as_inputs(inputs, rep_in)
+    return x, f"given tensor {tuple(x.shape)}"
 
 
 def _verdict(max_error: float, mean_error: float, exact_tol: float, approx_tol: float) -> str:
@@ -259,7 +271,7 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
         raise ConfigError("check needs at least one group, e.g. --group 'O(3)'")
     parsed = [parse_group(g) for g in group_list]
     first_in = _make_rep(rep_in, parsed[0])
-    x, inputs_desc = _load_inputs(inputs, n_inputs, first_in.size, seed)
+    x, inputs_desc = _load_inputs(inputs, n_inputs, first_in, seed)
     mdtype, _ = model_dtype_device(model, x)
     tol = exact_tolerance(mdtype) if exact_tol is None else float(exact_tol)
     if tol < 0 or approx_tol < 0:
