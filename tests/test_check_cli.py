@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from softsym.check import check, load_model
 from softsym.cli import app
-from softsym.errors import DataError, ModelError
+from softsym.errors import ConfigError, DataError, ModelError
 
 FACTORIES = textwrap.dedent(
     """
@@ -51,6 +51,9 @@ FACTORIES = textwrap.dedent(
 
     def raises():
         raise RuntimeError("cannot build the model")
+
+    def raises_markup():
+        raise RuntimeError("shape [/] mismatch in [bold]layer")
     """
 )
 
@@ -123,12 +126,29 @@ def test_cli_inputs_npz(factories, tmp_path):
     assert result.exit_code == 2 and "no array 'x'" in out
 
 
+def test_cli_inputs_are_validated_before_the_report(factories, tmp_path):
+    npy = tmp_path / "inputs.npy"
+    np.save(npy, np.random.default_rng(0).standard_normal((5, 3)))
+    result, out = _run(*_base(factories, "good", "--inputs", str(npy)))
+    assert result.exit_code == 0 and "(5 rows)" in out and _verdicts(out) == ["exact"]
+    one = tmp_path / "one.npz"
+    np.savez(one, x=np.ones(3))  # a single input without batch axis: one row, not three
+    result, out = _run(*_base(factories, "good", "--inputs", str(one)))
+    assert result.exit_code == 0 and "(1 rows)" in out
+    for name, arr, message in (("scalar", np.float64(1.0), "shape ()"), ("complex", np.ones((4, 3)) + 1j, "complex")):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, x=arr)
+        result, out = _run(*_base(factories, "good", "--inputs", str(path)))
+        assert result.exit_code == 2 and message in out and "Traceback" not in out
+
+
 # ---------------------------------------------------------------- clean errors, exit code 2
 @pytest.mark.parametrize("spec,message", [
     ("no/such/file.py:make", "does not exist"),
     ("softsym_no_such_module:make", "cannot import module"),
     ("{f}:missing", "has no attribute 'missing'"),
     ("{f}:raises", "cannot build the model"),
+    ("{f}:raises_markup", "shape [/] mismatch in [bold]layer"),  # printed verbatim, not as rich markup
     ("{f}:wrong_shape", "rep_out V of O(3) has size 3"),
     ("{f}:nan_model", "NaN"),
     ("nocolon", "must be 'package.module:factory'"),
@@ -183,3 +203,15 @@ def test_python_check_accepts_factory_and_model():
         load_model(lambda: 3)
     with pytest.raises(DataError):
         check(fn, "O(3)", "V", "V", inputs=np.zeros((4, 2)))
+
+
+def test_python_check_input_validation():
+    fn = lambda x: 2 * x  # noqa: E731
+    assert check(fn, "O(3)", "V", "V", inputs=torch.ones(3)).n_inputs == 1
+    assert check(fn, "O(3)", "V", "V", n_inputs=np.int64(2)).n_inputs == 2
+    with pytest.raises(DataError, match="complex"):  # the imaginary part was silently dropped
+        check(fn, "O(3)", "V", "V", inputs=torch.ones(2, 3, dtype=torch.complex128))
+    with pytest.raises(DataError, match="shape"):
+        check(fn, "O(3)", "V", "V", inputs=[[1.0, 2.0, 3.0], [1.0]])
+    with pytest.raises(ConfigError, match="n_inputs"):
+        check(fn, "O(3)", "V", "V", n_inputs=True)

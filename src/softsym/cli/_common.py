@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import SoftsymError
 
@@ -12,8 +13,9 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print an error in red on stderr and exit with ``code`` (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    """Print an error in red on stderr and exit with ``code`` (no traceback). The message is printed verbatim:
+    brackets in it (shapes, lists, "[/]" from a model's exception) are not rich markup."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise SystemExit(code)
 
 
