@@ -81,6 +81,18 @@ def test_finite_group_exhaustive_and_invariant():
     assert lie.n_generators == 0 and lie.max == 0.0
 
 
+@pytest.mark.parametrize("group,order", [("S(3)*S(2)", 12), ("D(6)@z", 12), ("S(3)@[0,1,2]:4", 6)])
+def test_products_and_embeddings_of_finite_groups_are_exhaustive(group, order):
+    g = softsym.group(group)
+    els, exhaustive, _, desc = group_elements(g)
+    assert exhaustive and len(els) == order and desc == f"exhaustive ({order} elements)"
+    assert len({tuple(e.round(decimals=9).flatten().tolist()) for e in els + 0.0}) == order  # distinct
+    x = torch.randn(4, g.d, dtype=torch.float64)
+    res = equivariance_error(lambda v: v.pow(3), group, "V", "V", x)  # permutation-equivariant, not D(6)
+    assert res.exhaustive and res.n_samples == order
+    assert (res.max < 1e-15) == (group != "D(6)@z")
+
+
 def test_dihedral_elements_are_distinct():
     els, exhaustive, spread, _ = group_elements("D(6)")
     assert exhaustive and spread is None and len(els) == 12

@@ -88,6 +88,15 @@ def test_group_average_exact(group, rin, rout):
     assert equivariance_error(base, group, rin, rout, x, 12).max > 1e-3  # negative control
 
 
+@pytest.mark.parametrize("group,order", [("S(3)*S(2)", 12), ("D(6)@z", 12)])
+def test_group_average_exact_for_products_and_embeddings_of_finite_groups(group, order):
+    g = softsym.group(group)
+    wrapped = GroupAverage(_mlp(g.d, g.d), group, "V", "V")
+    assert wrapped.exact and wrapped.n_samples == order  # was a 16-sample Monte-Carlo average
+    x = torch.randn(5, g.d, dtype=torch.float64)
+    assert equivariance_error(wrapped, group, "V", "V", x).max < TOL
+
+
 def test_group_average_monte_carlo_and_errors():
     base = _mlp(6, 3)
     ga = GroupAverage(base, "SO(3)", "2V", "V", n_samples=8, seed=0)
