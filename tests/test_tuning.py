@@ -202,3 +202,69 @@ def test_soft_tuner_keeps_every_candidate_strong_on_mixed_inertia_o3():
     final = res.history[-1]["normalised"]
     assert min(final) >= 100.0, final  # all four candidates are symmetries: every strength grows from 1
     assert res.history[-1]["event"] == "final"
+
+
+def test_soft_tuner_restart_schedule():
+    t = SoftTuner(restart=True)
+    t.epochs, t.steps_per_epoch = 100, 2
+    # warm-up 5 % + window 20 % of 200 steps = step 50 = epoch 25; selection only from the second stage
+    assert t.restart_epoch == 25 and t.select_after_epoch == 25
+    assert t._is_hyperstep(t.warmup_steps + t.every) and not t._is_hyperstep(51 + t.every)
+    assert SoftTuner().restart_epoch is None and SoftTuner().select_after_epoch == 0
+    assert t.config()["restart"] is True
+
+
+def test_soft_tuner_restart_retrains_from_the_initial_parameters_with_frozen_strengths():
+    from softsym.data import make_task
+    from softsym.models import build_model
+    from softsym.train import TrainConfig, Trainer
+
+    task = make_task("mixed-inertia:o2z", n_train=TINY["n_train"], n_val=TINY["n_val"], n_test=50, seed=0)
+    model = build_model("soft", task, ch=TINY["ch"], num_layers=TINY["layers"], seed=0)
+    init = {k: p.detach().clone() for k, p in model.named_parameters()}
+    seen = {}
+
+    class Spy(SoftTuner):
+        def end_epoch(self, epoch):
+            super().end_epoch(epoch)
+            if epoch + 1 == self.restart_epoch:
+                seen["strengths"] = self.symmetry.strengths.clone()
+
+    cfg = TrainConfig(lr=TINY["lr"], epochs=40, batch_size=TINY["batch"], seed=0, progress=False,
+                      equivariance_samples=2, equivariance_points=16)
+    trainer = Trainer(model, task, cfg, tuner=Spy(restart=True))
+    res = trainer.fit()
+    restart = [h for h in res.history if h.get("event") == "restart"]
+    assert len(restart) == 1 and restart[0]["step"] == 10 * 12  # epoch 10 of 40, 12 steps per epoch
+    assert torch.equal(model.symmetry.strengths, seen["strengths"])  # frozen after the decision window
+    s = res.metrics["strengths"]
+    assert max(s, key=s.get) == "O(2)@z", s
+    assert res.metrics["best_epoch"] > 10  # selected from the second stage
+    # the restart restored the initial parameters: replaying stage 1 and restoring gives the same start
+    for k, p in trainer._initial_params.items():
+        assert torch.equal(p, init[k]), k
+
+
+def test_soft_tuner_restart_resumes_exactly(tmp_path):
+    from softsym.data import make_task
+    from softsym.models import build_model
+    from softsym.train import TrainConfig, Trainer
+
+    task = make_task("mixed-inertia:o2z", n_train=40, n_val=20, n_test=20, seed=0)
+
+    def run(run_dir, **kw):
+        model = build_model("soft", task, ch=8, num_layers=1, seed=1)
+        cfg = TrainConfig(lr=3e-3, epochs=8, batch_size=16, seed=0, progress=False, equivariance_samples=2,
+                          equivariance_points=8, run_dir=str(run_dir), tuner_options={"restart": True, "every": 1},
+                          **kw)
+        return Trainer(model, task, cfg).fit()
+
+    full = run(tmp_path / "full")
+    # restart after epoch ceil((0.05 + 0.2) * 24 / 3) = 2; interrupt before it and after it
+    for stop in (1, 5):
+        d = tmp_path / f"split{stop}"
+        assert not run(d, stop_after=stop).finished
+        resumed = run(d, resume=True)
+        for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+            assert torch.equal(a, b), (stop, k)
+        assert full.metrics["test_mse"] == resumed.metrics["test_mse"]

@@ -367,6 +367,15 @@ class Trainer:
         return self.config.resume and (d / "last.pt").exists()
 
     # ------------------------------------------------------------------ checkpoints
+    @torch.no_grad()
+    def _restart(self, model: torch.nn.Module, step: int, sym) -> None:
+        """Second stage of a restarting tuner: initial parameters back, Adam's moments cleared, strengths kept."""
+        for name, p in model.named_parameters():
+            p.copy_(self._initial_params[name])
+        self.optimizer.state.clear()
+        if sym is not None:
+            sym.record(step, None, event="restart", tuner=self.tuner.name)
+
     def _checkpoint(self, epoch: int, step: int, best: Dict, best_state, best_dirty: bool, train_seconds: float):
         d = self.run_dir
         if d is None or not self.strategy.is_main:
@@ -387,6 +396,7 @@ class Trainer:
             "symmetry": {"strengths": sym.strengths.clone(), "history": _jsonable(sym.history)} if sym is not None
             else None,
             "rng": _rng_state(self._samplers),
+            "initial_params": self._initial_params,
             "best": {"val": best["val"], "epoch": best["epoch"], "strengths": best.get("strengths")},
             "timing": {"train_seconds": train_seconds, "step_seconds_total": self._step_seconds,
                        "steps_timed": self._steps_timed},
@@ -408,6 +418,8 @@ class Trainer:
             sym.strengths.copy_(ck["symmetry"]["strengths"])
             sym.history = list(ck["symmetry"]["history"])
         _set_rng_state(ck["rng"], self._samplers)
+        if self._initial_params is not None and ck.get("initial_params") is not None:
+            self._initial_params = {k: v.clone() for k, v in ck["initial_params"].items()}
         timing = ck.get("timing", {})
         self._step_seconds = float(timing.get("step_seconds_total", 0.0))
         self._steps_timed = int(timing.get("steps_timed", 0))
@@ -486,6 +498,10 @@ class Trainer:
             self.tuner.attach(model, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
         select_after = cfg.select_after if cfg.select_after is not None else (
             self.tuner.select_after_epoch if self.tuner is not None else 0)
+        restart_epoch = self.tuner.restart_epoch if self.tuner is not None else None
+        # a tuner that restarts training needs the initial parameters (kept in the checkpoint for a resume)
+        self._initial_params = {k: p.detach().clone() for k, p in model.named_parameters()} \
+            if restart_epoch is not None else None
 
         resume = self._prepare_run_dir()
         start_epoch, step, train_seconds = 0, 0, 0.0
@@ -557,6 +573,8 @@ class Trainer:
                                                                val_batch=val_batch, val_all=(x_val, y_val)))
                     if self.tuner is not None:
                         self.tuner.end_epoch(epoch)
+                    if restart_epoch is not None and epoch + 1 == restart_epoch:
+                        self._restart(model, step, sym)
                     row = {"epoch": epoch + 1, "step": step, "lr": lr,
                            "train_loss": strat.reduce_mean(tot_loss / max(tot_n, 1)),
                            "train_reg": strat.reduce_mean(tot_reg / max(tot_n, 1))}

@@ -126,6 +126,12 @@ class StrengthTuner:
         """Only epochs with (epoch + 1) > this value may become the best-validation checkpoint."""
         return 0
 
+    @property
+    def restart_epoch(self) -> Optional[int]:
+        """Finished-epoch count after which the trainer restores the model's initial parameters and clears the
+        optimiser state (a second stage trained with the strengths decided so far), or None for no restart."""
+        return None
+
     def after_step(self, ctx: TunerContext) -> None:
         pass
 
@@ -314,6 +320,11 @@ class SoftTuner(StrengthTuner):
     max_val : validation samples used per hyper-step.
     seed : seeds the sampled group elements (a deterministic function of seed and hyper-step: resumable).
     reps : (rep_in, rep_out) specs; default: the model's ``rep_in`` / ``rep_out`` (or ``rep_in_expr``).
+    restart : two-stage fit. At the end of the decision window the strengths are frozen and the trainer restores
+        the model's initial parameters (and clears Adam's state), so the rest of the run trains from the same
+        initialisation with the decided strengths from its first step; the best-validation checkpoint is taken
+        from that second stage only. The pilot stage trains almost unconstrained and overfits, and projecting its
+        weights later starts the constrained model badly; a restart avoids that at no extra cost (same epochs).
     """
 
     name = "soft"
@@ -321,7 +332,7 @@ class SoftTuner(StrengthTuner):
     def __init__(self, init: float = 1.0, every: Optional[int] = None, lr: Optional[float] = None,
                  accept: float = 1.0, reject: float = 3.0, warmup: float = 0.05, window: float = 0.2,
                  group_samples: int = 2, lo: float = 1e-4, hi: float = 1e6, max_val: int = 1000, seed: int = 0,
-                 reps=None, record_every: Optional[int] = None):
+                 reps=None, record_every: Optional[int] = None, restart: bool = False):
         super().__init__()
         if not (init > 0 and math.isfinite(init)):
             raise ConfigError(f"SoftTuner init must be a positive finite number, got {init}")
@@ -336,6 +347,7 @@ class SoftTuner(StrengthTuner):
         if not (0 < window <= 1 - warmup):
             raise ConfigError(f"SoftTuner window must be in (0, 1 - warmup], got window={window}, warmup={warmup}")
         self.window = float(window)
+        self.restart = bool(restart)
         self.init, self._every, self._lr = float(init), None if every is None else int(every), lr
         self.accept, self.reject, self.warmup = float(accept), float(reject), float(warmup)
         self.group_samples, self.max_val, self.seed = int(group_samples), int(max_val), int(seed)
@@ -350,7 +362,7 @@ class SoftTuner(StrengthTuner):
         return {"name": self.name, "init": self.init, "every": self._every, "lr": self._lr,
                 "accept": self.accept, "reject": self.reject, "warmup": self.warmup, "window": self.window,
                 "group_samples": self.group_samples,
-                "lo": self.lo, "hi": self.hi, "max_val": self.max_val, "seed": self.seed}
+                "lo": self.lo, "hi": self.hi, "max_val": self.max_val, "seed": self.seed, "restart": self.restart}
 
     # derived settings
     @property
@@ -378,7 +390,7 @@ class SoftTuner(StrengthTuner):
     @property
     def n_hypersteps(self) -> int:
         rest = max(0, self.total_steps - self.warmup_steps - self.window_steps)
-        sparse = 0 if self._every is not None else rest // (4 * self.every)
+        sparse = 0 if self._every is not None or self.restart else rest // (4 * self.every)
         dense = (self.total_steps - self.warmup_steps) // self.every if self._every is not None \
             else self.n_window_hypersteps
         return max(1, dense + sparse)
@@ -389,10 +401,23 @@ class SoftTuner(StrengthTuner):
             return float(self._lr)
         return min(0.5, max(0.02, math.log(self.hi / self.init) / (0.68 * self.n_window_hypersteps / 4)))
 
+    @property
+    def restart_epoch(self) -> Optional[int]:
+        if not self.restart or self.steps_per_epoch < 1:
+            return None
+        e = math.ceil((self.warmup_steps + self.window_steps) / self.steps_per_epoch)
+        return e if 0 < e < self.epochs else None
+
+    @property
+    def select_after_epoch(self) -> int:
+        return self.restart_epoch or 0
+
     def _is_hyperstep(self, step: int) -> bool:
         rel = step - self.warmup_steps
         if rel <= 0:
             return False
+        if self.restart_epoch is not None and step > self.restart_epoch * self.steps_per_epoch:
+            return False  # strengths frozen for the second stage
         if self._every is not None or rel <= self.window_steps:
             return rel % self.every == 0
         return (rel - self.window_steps) % (4 * self.every) == 0
