@@ -564,6 +564,33 @@ def test_bad_reps_and_groups_raise_softsym_errors():
         SoftEMLP("V", "V", ["O(3)"], ch=16).project_("nope")
 
 
+def test_zero_dim_inputs_raise_rep_errors():
+    """A 0-d tensor has no feature axis: every layer and model refuses it with a RepError (was IndexError)."""
+    G = softsym.group("O(3)")
+    x = torch.tensor(1.0)
+    modules = [
+        EquivariantLinear("V0", "V0", group="O(3)"), BiLinear("V", "V", group="O(3)"),
+        GatedNonlinearity(softsym.rep("V0", G)), EMLP("V0", "V0", "O(3)", ch=4, num_layers=1),
+        MLP("V0", "V0", "O(3)", ch=4, num_layers=1), RPP("V0", "V0", "O(3)", ch=4, num_layers=1),
+        SoftEMLP("V0", "V0", ["O(3)"], ch=4, num_layers=1),
+    ]
+    for m in modules:
+        with pytest.raises(RepError, match="got shape \\(\\)"):
+            m(x)
+    assert modules[3](torch.ones(1)).shape == (1,)  # a single 1-d sample still works
+
+
+def test_width_and_depth_must_be_plain_ints():
+    with pytest.raises(ConfigError, match="list of ints"):
+        MLP("V", "V", "O(3)", ch=[8.5])  # was silently truncated to 8
+    with pytest.raises(ConfigError, match="list of ints"):
+        MLP("V", "V", "O(3)", ch=["a"])  # was ValueError
+    with pytest.raises(ConfigError, match="num_layers"):
+        EMLP("V", "V", "O(3)", ch=8, num_layers=True)  # was one layer
+    assert [m.out_features for m in MLP("V", "V", "O(3)", ch=[6, np.int64(5)]).network
+            if isinstance(m, torch.nn.Linear)] == [6, 5, 3]
+
+
 def test_nn_doctests():
     import doctest
 

@@ -380,7 +380,7 @@ class BiLinear(nn.Module):
         return _BilinearFn.apply(xT.contiguous(), self.weight, self, bool(add_input))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RepError(f"BiLinear expects last dimension {self.in_features}, got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
         out = self.forward_t(x.reshape(-1, self.in_features).t())

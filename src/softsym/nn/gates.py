@@ -92,7 +92,7 @@ class GatedNonlinearity(nn.Module):
         return _GateFn.apply(vT.contiguous(), self.w_gated, self.gate_index, n)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        if values.shape[-1] != self.in_features:
+        if values.dim() == 0 or values.shape[-1] != self.in_features:
             raise RepError(f"GatedNonlinearity expects last dimension {self.in_features} (rep + gates), "
                            f"got shape {tuple(values.shape)}")
         if self.identity_gates:

@@ -260,7 +260,7 @@ class EquivariantLinear(nn.Module):
         return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RepError(
                 f"EquivariantLinear expects inputs with last dimension {self.in_features} (rep {self.rep_in!r}), "
                 f"got shape {tuple(x.shape)}"
@@ -315,7 +315,7 @@ class RPPLinear(nn.Module):
         return self.equivariant.bias + self.bias_basic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RepError(f"RPPLinear expects inputs with last dimension {self.in_features}, got {tuple(x.shape)}")
         return F.linear(x, self.weight, self.bias)
 

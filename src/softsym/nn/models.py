@@ -29,7 +29,7 @@ __all__ = ["EMLPBlock", "EMLP", "MLP", "RPP", "SoftEMLP"]
 
 
 def _check_layers(num_layers) -> int:
-    if not isinstance(num_layers, (int, np.integer)) or num_layers < 0:
+    if not isinstance(num_layers, (int, np.integer)) or isinstance(num_layers, bool) or num_layers < 0:
         raise ConfigError(f"num_layers must be a non-negative integer, got {num_layers!r}")
     return int(num_layers)
 
@@ -86,7 +86,7 @@ class _ModelMixin:
         return int(sum(p.numel() for p in self.parameters() if p.requires_grad))
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.shape[-1] != self.in_features:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RepError(
                 f"{type(self).__name__} expects inputs with last dimension {self.in_features} (rep_in "
                 f"{self.rep_in!r}), got shape {tuple(x.shape)}"
@@ -184,9 +184,13 @@ class MLP(_ModelMixin, nn.Module):
         self.rep_in = bind_rep(rep_in, self.group, "rep_in")
         self.rep_out = bind_rep(rep_out, self.group, "rep_out")
         self.in_features, self.out_features = self.rep_in.size, self.rep_out.size
-        if isinstance(ch, (list, tuple)):
+
+        def is_int(c):
+            return isinstance(c, (int, np.integer)) and not isinstance(c, bool)
+
+        if isinstance(ch, (list, tuple)) and all(is_int(c) for c in ch):
             widths = [int(c) for c in ch]
-        elif isinstance(ch, (int, np.integer)) and not isinstance(ch, bool):
+        elif is_int(ch):
             widths = [int(ch)] * _check_layers(num_layers)
         else:
             raise ConfigError(f"MLP needs an int ch (or a list of ints), got {ch!r}")
