@@ -58,6 +58,24 @@ def test_bad_names_and_sizes_raise_softsym_errors():
         make_task(None)
 
 
+def test_bad_seeds_and_bool_sizes_raise_config_errors():
+    for seed in (-1, 1.5, "0", None, True):  # were ValueError / TypeError from numpy, True was seed 1
+        with pytest.raises(ConfigError, match="seed"):
+            make_task("inertia", n_train=4, n_val=2, n_test=2, seed=seed)
+    with pytest.raises(ConfigError, match="n_train"):
+        make_task("inertia", n_train=True)  # was a TypeError
+    assert torch.equal(make_task("inertia", n_train=4, n_val=2, n_test=2, seed=np.int64(3)).x_train,
+                       make_task("inertia", n_train=4, n_val=2, n_test=2, seed=3).x_train)
+
+
+@pytest.mark.parametrize("name", ["o5synthetic", "particle-interaction"])
+def test_single_training_sample_keeps_a_unit_output_scale(name):
+    """std of one target is 0: y_std = 0 made every Standardized prediction the constant y_mean (zero gradients)."""
+    t = make_task(name, n_train=1, n_val=2, n_test=2, seed=0)
+    assert torch.equal(t.y_std, torch.ones(1, dtype=torch.float64))
+    assert torch.equal(t.y_mean, t.y_train.reshape(1))
+
+
 def _equivariance_residual(name, group_spec, n=64, seed=0, task=None):
     """max |f(rho_in(g_i) x_i) - rho_out(g_i) f(x_i)| / max |f(x)| with one sampled g_i per input (float64)."""
     t = task or make_task(name, n_train=n, n_val=2, n_test=2, seed=seed)

@@ -58,6 +58,22 @@ def test_standardized_wrapper_returns_raw_scale(o5):
     assert not hasattr(model, "symmetry")
 
 
+def test_standardized_wrapper_refuses_wrong_input_shapes(o5):
+    """x / x_scale broadcast (n, 1) and 0-d inputs to full-width inputs and returned predictions for them."""
+    model = build_model("mlp", o5, ch=8, num_layers=1)
+    for shape in [(5, 1), (), (5, 9)]:
+        with pytest.raises(RepError, match=f"last dimension 10 .*got shape {tuple(shape)}".replace("(", "\\(")
+                           .replace(")", "\\)")):
+            model(torch.ones(shape))
+    assert model(o5.x_test[:3].reshape(1, 3, 10)).shape == (1, 3, 1)
+
+
+def test_build_model_refuses_bad_seeds(o5):
+    for seed in (-1, 1.5, True):  # mlp accepted a negative seed (and recorded it in the spec)
+        with pytest.raises(ConfigError, match="seed"):
+            build_model("mlp", o5, ch=8, num_layers=1, seed=seed)
+
+
 def test_models_build_with_defaults_and_tuners(o2z):
     soft = build_model("soft", o2z, ch=8, num_layers=1)
     per = build_model("per", o2z, ch=8, num_layers=1)

@@ -86,6 +86,10 @@ class Standardized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.x_scale.dtype)
+        n_in = self.x_scale.numel()
+        if x.dim() == 0 or x.shape[-1] != n_in:  # x / x_scale would broadcast (n, 1) or 0-d inputs silently
+            raise RepError(f"{self.model_name} expects inputs with last dimension {n_in} (rep_in {self.rep_in}), "
+                           f"got shape {tuple(x.shape)}")
         return self.net(x / self.x_scale) * self.y_std + self.y_mean
 
     # ------------------------------------------------------------------ pass-through
@@ -187,6 +191,8 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
     if not isinstance(ch, int) or ch < 1:
         raise ConfigError(f"ch must be a positive integer, got {ch!r}")
     if dtype not in (torch.float32, torch.float64):
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
         raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     try:
         from . import nn as snn

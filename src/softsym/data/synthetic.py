@@ -218,8 +218,10 @@ def make_task(name: str, n_train: int = 1000, n_val: Optional[int] = None, n_tes
     n_val = dv if n_val is None else n_val
     n_test = dt if n_test is None else n_test
     for v, label in ((n_train, "n_train"), (n_val, "n_val"), (n_test, "n_test")):
-        if not isinstance(v, (int, np.integer)) or v < 1:
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"{label} must be a positive integer, got {v!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     # independent streams per split so that n_train does not change val/test
     rngs = [np.random.default_rng([seed, i, 7919]) for i in range(3)]
     sizes = (n_train, n_val, n_test)
@@ -247,7 +249,8 @@ def make_task(name: str, n_train: int = 1000, n_val: Optional[int] = None, n_tes
     x_tr, y_tr = data[0]
     x_scale = _block_scale(x_tr, blocks)
     if standardise:  # only invariant (scalar) outputs are standardised, as in EMLP
-        y_mean, y_std = np.full(y_tr.shape[1], y_tr.mean()), np.full(y_tr.shape[1], y_tr.std())
+        std = y_tr.std()  # 0 for a single training sample: keep the raw scale rather than zeroing predictions
+        y_mean, y_std = np.full(y_tr.shape[1], y_tr.mean()), np.full(y_tr.shape[1], std if std > 0 else 1.0)
     else:
         y_mean, y_std = np.zeros(y_tr.shape[1]), np.ones(y_tr.shape[1])
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
