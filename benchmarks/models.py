@@ -87,7 +87,9 @@ def plan(quick: bool, tasks=None, models=None, seeds: int = 3):
     if tasks:
         runs = [r for r in runs if r["task"] in tasks]
     if models:
-        runs = [r for r in runs if r["model"] in models or r["model"].split(":")[0] in models]
+        runs = [r for r in runs if r["model"] in models or r["model"].split(":")[0] in models
+                or ("oracle" in models and r["protocol"] == "per"
+                    and r["model"] == oracle(r["task"].split(":", 1)[1]))]
     return runs
 
 
@@ -101,7 +103,9 @@ DATA_VERSION = {"particle-interaction": 3}
 #: Models whose method changed after RESULTS_VERSION 2 (soft 2: strengths decided early, warm-up 5% + window 20%).
 #: emlp / rpp 2 (and emlp:<group>): EquivariantLinear back to orthonormal coefficients (coef_scale="none").
 #: soft 3: the proximal step also shrinks the gradient before Adam.
-MODEL_VERSION = {"soft": 3, "emlp": 2, "rpp": 2}
+#: soft 4: two-stage fit (SoftTuner restart=True): the model restarts from its initialisation with the decided
+#: strengths.
+MODEL_VERSION = {"soft": 4, "emlp": 2, "rpp": 2}
 
 
 def run_key(spec) -> str:
@@ -294,7 +298,9 @@ def main(argv=None):
                                                           "results/models-full.jsonl")
     mode.add_argument("--summary", action="store_true", help="print the summary of results/models-full.jsonl")
     ap.add_argument("--tasks", default="", help="comma-separated task names to run (default all)")
-    ap.add_argument("--models", default="", help="comma-separated models to run (default all)")
+    ap.add_argument("--models", default="", help="comma-separated models to run (default all; 'emlp' includes "
+                                                 "every emlp:<group>; 'oracle' selects the exact model of the "
+                                                 "surviving group of each MixedInertia variant)")
     ap.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 (default: 3 full, 1 quick)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs (processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")

@@ -128,7 +128,11 @@ def test_soft_tuner_symmetry_test_and_update_rule():
 def test_soft_tuner_default_schedule_decides_early():
     """Default schedule: no hyper-step in the 5% warm-up, ~250 dense ones in the next 20%, then one every 4 * every
     steps; the default lr takes a true symmetry from init to hi within the first quarter of the window."""
-    tuner = SoftTuner()
+    default = SoftTuner()
+    default.attach(_ZModel(), epochs=8000, steps_per_epoch=2)
+    assert default.restart and default.restart_epoch == 2000  # (800 + 3200) / 2: strengths frozen afterwards
+    assert max(s for s in range(1, 16001) if default._is_hyperstep(s)) <= 4000
+    tuner = SoftTuner(restart=False)  # the monitoring schedule after the window
     tuner.attach(_ZModel(), epochs=8000, steps_per_epoch=2)  # PER's MixedInertia protocol: 16000 steps
     assert tuner.warmup_steps == 800 and tuner.window_steps == 3200 and tuner.every == 13
     steps = [s for s in range(1, 16001) if tuner._is_hyperstep(s)]
@@ -162,7 +166,7 @@ def test_soft_tuner_options_validated():
 
 
 # ---------------------------------------------------------------------------- tiny MixedInertia runs
-def _tiny_run(tuner_name, tuner_options, epochs, variant="o2z"):
+def _tiny_trainer(tuner_name, tuner_options, epochs, variant="o2z", tuner=None):
     from softsym.data import make_task
     from softsym.models import build_model
     from softsym.train import TrainConfig, Trainer
@@ -171,7 +175,11 @@ def _tiny_run(tuner_name, tuner_options, epochs, variant="o2z"):
     model = build_model(tuner_name, task, ch=TINY["ch"], num_layers=TINY["layers"], seed=0)
     cfg = TrainConfig(lr=TINY["lr"], epochs=epochs, batch_size=TINY["batch"], seed=0, progress=False,
                       tuner_options=tuner_options, equivariance_samples=2, equivariance_points=16)
-    return Trainer(model, task, cfg).fit()
+    return Trainer(model, task, cfg, tuner=tuner)
+
+
+def _tiny_run(tuner_name, tuner_options, epochs, variant="o2z"):
+    return _tiny_trainer(tuner_name, tuner_options, epochs, variant).fit()
 
 
 #: A few seconds per run: 480 Adam steps of a one-layer SoftEMLP on 120 samples.
@@ -210,18 +218,13 @@ def test_soft_tuner_restart_schedule():
     # warm-up 5 % + window 20 % of 200 steps = step 50 = epoch 25; selection only from the second stage
     assert t.restart_epoch == 25 and t.select_after_epoch == 25
     assert t._is_hyperstep(t.warmup_steps + t.every) and not t._is_hyperstep(51 + t.every)
-    assert SoftTuner().restart_epoch is None and SoftTuner().select_after_epoch == 0
+    off = SoftTuner(restart=False)
+    off.epochs, off.steps_per_epoch = 100, 2
+    assert off.restart_epoch is None and off.select_after_epoch == 0
     assert t.config()["restart"] is True
 
 
 def test_soft_tuner_restart_retrains_from_the_initial_parameters_with_frozen_strengths():
-    from softsym.data import make_task
-    from softsym.models import build_model
-    from softsym.train import TrainConfig, Trainer
-
-    task = make_task("mixed-inertia:o2z", n_train=TINY["n_train"], n_val=TINY["n_val"], n_test=50, seed=0)
-    model = build_model("soft", task, ch=TINY["ch"], num_layers=TINY["layers"], seed=0)
-    init = {k: p.detach().clone() for k, p in model.named_parameters()}
     seen = {}
 
     class Spy(SoftTuner):
@@ -230,9 +233,9 @@ def test_soft_tuner_restart_retrains_from_the_initial_parameters_with_frozen_str
             if epoch + 1 == self.restart_epoch:
                 seen["strengths"] = self.symmetry.strengths.clone()
 
-    cfg = TrainConfig(lr=TINY["lr"], epochs=40, batch_size=TINY["batch"], seed=0, progress=False,
-                      equivariance_samples=2, equivariance_points=16)
-    trainer = Trainer(model, task, cfg, tuner=Spy(restart=True))
+    trainer = _tiny_trainer("soft", {}, 40, tuner=Spy(restart=True))
+    model = trainer.model
+    init = {k: p.detach().clone() for k, p in model.named_parameters()}
     res = trainer.fit()
     restart = [h for h in res.history if h.get("event") == "restart"]
     assert len(restart) == 1 and restart[0]["step"] == 10 * 12  # epoch 10 of 40, 12 steps per epoch
@@ -240,7 +243,7 @@ def test_soft_tuner_restart_retrains_from_the_initial_parameters_with_frozen_str
     s = res.metrics["strengths"]
     assert max(s, key=s.get) == "O(2)@z", s
     assert res.metrics["best_epoch"] > 10  # selected from the second stage
-    # the restart restored the initial parameters: replaying stage 1 and restoring gives the same start
+    # the trainer kept the initial parameters for the restart (they also go into the checkpoint)
     for k, p in trainer._initial_params.items():
         assert torch.equal(p, init[k]), k
 

@@ -9,7 +9,8 @@ Names
 ``per``            SoftEMLP over the task's candidate groups, strengths set by PER's heuristic tuner
 ``soft``           SoftEMLP over the task's candidate groups without the swish path (the strengths alone decide how
                    equivariant it is), penalties applied as proximal steps (``penalty="prox"``), strengths learned
-                   by softsym's validation-test tuner (``SoftTuner``)
+                   by softsym's validation-test tuner (``SoftTuner``) in a pilot stage, after which the model
+                   restarts from its initialisation with those strengths (two-stage fit, ``restart=True``)
 
 Every model is wrapped in :class:`Standardized`, which applies the task's normalisation: the inner network sees
 ``x / x_scale`` and predicts ``(y - y_mean) / y_std``; the wrapper returns raw-scale predictions, so losses and
@@ -85,11 +86,11 @@ class Standardized(nn.Module):
         self.gated_wd: float = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.x_scale.dtype)
         n_in = self.x_scale.numel()
         if x.dim() == 0 or x.shape[-1] != n_in:  # x / x_scale would broadcast (n, 1) or 0-d inputs silently
             raise RepError(f"{self.model_name} expects inputs with last dimension {n_in} (rep_in {self.rep_in}), "
                            f"got shape {tuple(x.shape)}")
+        x = x.to(self.x_scale.dtype)
         return self.net(x / self.x_scale) * self.y_std + self.y_mean
 
     # ------------------------------------------------------------------ pass-through
@@ -190,9 +191,9 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
         ch = default_channels(kind, task)
     if not isinstance(ch, int) or ch < 1:
         raise ConfigError(f"ch must be a positive integer, got {ch!r}")
-    if dtype not in (torch.float32, torch.float64):
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if dtype not in (torch.float32, torch.float64):
         raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     try:
         from . import nn as snn

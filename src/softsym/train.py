@@ -104,15 +104,22 @@ class TrainConfig:
     def validate(self) -> None:
         def positive(name, integer=True):
             v = getattr(self, name)
-            ok = isinstance(v, int) and not isinstance(v, bool) if integer else isinstance(v, (int, float))
+            ok = isinstance(v, (int, float) if not integer else int) and not isinstance(v, bool)
             if not ok or not v > 0 or (not integer and not math.isfinite(v)):
                 raise ConfigError(f"{name} must be a positive {'integer' if integer else 'number'}, got {v!r}")
 
         for name in ("epochs", "batch_size", "eval_every", "equivariance_samples", "equivariance_points"):
             positive(name)
         positive("lr", integer=False)
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.min_lr, (int, float)) and math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):
+            raise ConfigError(f"min_lr must be a number between 0 and lr = {self.lr!r}, got {self.min_lr!r}")
+        for name, optional in (("seed", False), ("checkpoint_every", False), ("select_after", True)):
+            v = getattr(self, name)
+            if not (optional and v is None) and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ConfigError(f"{name} must be a non-negative integer{' or None' if optional else ''}, got {v!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.select not in ("val", "last"):
@@ -123,6 +130,8 @@ class TrainConfig:
             raise ConfigError("only single-process training (world_size=1) is implemented; see softsym.train.Strategy")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite exclude each other: resume continues a run, overwrite replaces it")
+        if self.resume and not self.run_dir:
+            raise ConfigError("resume needs a run directory (run_dir / --run-dir) holding the run to continue")
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -374,7 +383,7 @@ class Trainer:
             p.copy_(self._initial_params[name])
         self.optimizer.state.clear()
         if sym is not None:
-            sym.record(step, None, event="restart", tuner=self.tuner.name)
+            sym.record(step, model.residuals().detach().double().cpu(), event="restart", tuner=self.tuner.name)
 
     def _checkpoint(self, epoch: int, step: int, best: Dict, best_state, best_dirty: bool, train_seconds: float):
         d = self.run_dir

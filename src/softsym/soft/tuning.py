@@ -320,11 +320,14 @@ class SoftTuner(StrengthTuner):
     max_val : validation samples used per hyper-step.
     seed : seeds the sampled group elements (a deterministic function of seed and hyper-step: resumable).
     reps : (rep_in, rep_out) specs; default: the model's ``rep_in`` / ``rep_out`` (or ``rep_in_expr``).
-    restart : two-stage fit. At the end of the decision window the strengths are frozen and the trainer restores
+    restart : two-stage fit (default). At the end of the decision window the strengths are frozen and the trainer restores
         the model's initial parameters (and clears Adam's state), so the rest of the run trains from the same
         initialisation with the decided strengths from its first step; the best-validation checkpoint is taken
         from that second stage only. The pilot stage trains almost unconstrained and overfits, and projecting its
         weights later starts the constrained model badly; a restart avoids that at no extra cost (same epochs).
+        MixedInertia seed 0, PER's protocol cut to 2000 epochs, test MSE with / without restart: o2z 1.59 / 2.05
+        (exact O(2)@z EMLP 1.91), o3 1.36 / 1.41 (exact O(3) EMLP 2.50). ``restart=False`` keeps training the
+        pilot's weights and monitors the strengths with sparse hyper-steps after the window.
     """
 
     name = "soft"
@@ -332,7 +335,7 @@ class SoftTuner(StrengthTuner):
     def __init__(self, init: float = 1.0, every: Optional[int] = None, lr: Optional[float] = None,
                  accept: float = 1.0, reject: float = 3.0, warmup: float = 0.05, window: float = 0.2,
                  group_samples: int = 2, lo: float = 1e-4, hi: float = 1e6, max_val: int = 1000, seed: int = 0,
-                 reps=None, record_every: Optional[int] = None, restart: bool = False):
+                 reps=None, record_every: Optional[int] = None, restart: bool = True):
         super().__init__()
         if not (init > 0 and math.isfinite(init)):
             raise ConfigError(f"SoftTuner init must be a positive finite number, got {init}")
