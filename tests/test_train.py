@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from softsym.data import make_task
-from softsym.errors import ConfigError, RepError, SoftsymError
+from softsym.errors import ConfigError, DataError, RepError, SoftsymError
 from softsym.models import MODEL_NAMES, Standardized, build_model
 from softsym.train import TrainConfig, Trainer, default_config, load_checkpoint
 
@@ -109,6 +109,19 @@ def test_config_validation():
         TrainConfig(resume=True, overwrite=True).validate()
 
 
+@pytest.mark.parametrize("bad", [
+    dict(lr=True), dict(weight_decay=float("inf")), dict(min_lr=-1.0), dict(min_lr=1.0), dict(min_lr=float("nan")),
+    dict(seed=-1), dict(seed=1.5), dict(seed="0"), dict(select_after=-3), dict(select_after=1.5),
+    dict(checkpoint_every=-1), dict(resume=True),  # resume without a run directory was silently a fresh run
+])
+def test_config_validation_of_every_numeric_field(bad):
+    # these were accepted: inf weight decay / NaN min_lr trained to NaN, bad seeds raised numpy errors in fit()
+    field = next(iter(bad))
+    with pytest.raises(ConfigError, match="run directory" if field == "resume" else field):
+        TrainConfig(**bad).validate()
+    TrainConfig(min_lr=3e-3, select_after=0, checkpoint_every=0, seed=0).validate()  # the edges are fine
+
+
 # ---------------------------------------------------------------------------- training and evaluation
 def test_fit_metrics_and_exact_equivariance_in_float64(o2z):
     model = build_model("emlp", o2z, ch=8, num_layers=1)
@@ -198,3 +211,43 @@ def test_plain_models_train_without_tuner(o2z):
     assert res.metrics["tuner"] is None and "strengths" not in res.metrics
     with pytest.raises(ConfigError, match="soft model"):
         Trainer(build_model("mlp", o2z, ch=8, num_layers=1), o2z, _cfg(epochs=1, tuner="soft")).fit()
+
+
+def test_broken_run_directories_raise_config_errors(o5, tmp_path):
+    def trainer(run, **kw):
+        return Trainer(build_model("mlp", o5, ch=8, num_layers=1), o5, _cfg(epochs=2, run_dir=str(run), **kw))
+
+    run = tmp_path / "run"
+    trainer(run, stop_after=1).fit()
+    for content, match in [({"format": "softsym-checkpoint"}, "missing epoch, step, model"),
+                           ([1, 2], "not a complete softsym checkpoint")]:
+        torch.save(content, run / "last.pt")  # were KeyError / AttributeError
+        with pytest.raises(ConfigError, match=match):
+            trainer(run, resume=True).fit()
+    (run / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="corrupt, truncated") as exc:
+        trainer(run, resume=True).fit()
+    assert "weights_only" not in str(exc.value)  # torch's advice to load untrusted pickles is not passed on
+    (run / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="invalid JSON"):  # was "a different config (model: '<missing>' ...)"
+        trainer(run, resume=True).fit()
+    assert (run / "config.json").read_text() == "{not json"
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ConfigError, match="cannot create run directory"):  # was NotADirectoryError
+        trainer(tmp_path / "afile" / "sub").fit()
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_non_finite_or_empty_task_data_raise_data_errors(o5):
+    import dataclasses
+
+    for split, value in [("x_train", float("nan")), ("y_val", float("inf")), ("x_test", float("nan"))]:
+        arr = getattr(o5, split).clone()
+        arr[0, 0] = value
+        bad = dataclasses.replace(o5, **{split: arr})
+        # NaN inputs ended in a misleading ModelError after training, inf targets in val_mse = 1e308
+        with pytest.raises(DataError, match=f"{split} has 1 NaN or inf"):
+            Trainer(build_model("mlp", o5, ch=8, num_layers=1), bad, _cfg(epochs=1)).fit()
+    empty = dataclasses.replace(o5, x_val=o5.x_val[:0], y_val=o5.y_val[:0])
+    with pytest.raises(DataError, match="val split has 0 inputs"):
+        Trainer(build_model("mlp", o5, ch=8, num_layers=1), empty, _cfg(epochs=1)).fit()

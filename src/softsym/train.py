@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .soft.tuning import StrengthTuner, TunerContext, make_tuner
 
 __all__ = ["TrainConfig", "Trainer", "default_config", "FitResult", "Strategy", "SingleProcess", "CosineSchedule", "load_checkpoint",
@@ -104,7 +104,7 @@ class TrainConfig:
     def validate(self) -> None:
         def positive(name, integer=True):
             v = getattr(self, name)
-            ok = isinstance(v, (int, float) if not integer else int) and not isinstance(v, bool)
+            ok = isinstance(v, int if integer else (int, float)) and not isinstance(v, bool)
             if not ok or not v > 0 or (not integer and not math.isfinite(v)):
                 raise ConfigError(f"{name} must be a positive {'integer' if integer else 'number'}, got {v!r}")
 
@@ -268,8 +268,9 @@ def load_checkpoint(path) -> Dict:
         raise ConfigError(f"no checkpoint at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"cannot read checkpoint {path}: {exc}") from None
+    except Exception as exc:  # torch's own text would suggest weights_only=False, which is never needed here
+        raise ConfigError(f"cannot read checkpoint {path}: the file is corrupt, truncated or not a softsym checkpoint "
+                          f"({type(exc).__name__}); delete it, or use --overwrite, to start the run again") from None
 
 
 def _jsonable(obj):
@@ -354,6 +355,9 @@ class Trainer:
                 if p.exists():
                     p.unlink()
         elif existing is not None:
+            if not isinstance(existing, dict) or existing.get("unreadable"):
+                raise ConfigError(f"{cfg_path} is not a readable softsym run config (invalid JSON); use another "
+                                  "--run-dir, or --overwrite to replace the run")
             same = {k: v for k, v in existing.items() if k != "softsym"} == cfg
             if not same:
                 diff = _config_diff(existing, cfg)
@@ -369,7 +373,10 @@ class Trainer:
         elif occupied:
             raise ConfigError(f"run directory {d} is not empty and holds no softsym run; choose an empty or new "
                               "directory (or --overwrite to write into it anyway)")
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create run directory {d}: {exc.strerror or exc}") from None
         from . import __version__ as version  # noqa: F401  (lazy; package root imports nothing from here)
 
         _atomic_write_text(json.dumps({**cfg, "softsym": version}, indent=2), cfg_path)
@@ -415,10 +422,18 @@ class Trainer:
 
     def _restore(self) -> Dict:
         ck = load_checkpoint(self.run_dir / "last.pt")
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"{self.run_dir / 'last.pt'} is not a softsym checkpoint")
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        missing = [k for k in ("epoch", "step", "model", "optimizer", "scheduler", "rng", "best")
+                   if not isinstance(ck, dict) or k not in ck]
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or missing:
+            raise ConfigError(f"{self.run_dir / 'last.pt'} is not a complete softsym checkpoint"
+                              + (f" (missing {', '.join(missing)})" if isinstance(ck, dict) and missing else "")
+                              + "; delete it to restart the run, or use --overwrite")
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{self.run_dir / 'last.pt'} does not match this model ({str(exc).splitlines()[0]}); "
+                              "use another --run-dir, or --overwrite to start again") from None
         self.schedule.load_state_dict(ck["scheduler"])
         if self.tuner is not None and ck.get("tuner") is not None:
             self.tuner.load_state_dict(ck["tuner"])
@@ -491,9 +506,21 @@ class Trainer:
     def _loss_fn(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ((pred - y) ** 2).mean()
 
+    def _check_data(self) -> None:
+        for split, (x, y) in self.task.splits().items():
+            if len(x) == 0 or len(x) != len(y):
+                raise DataError(f"task {self.task.name!r}: the {split} split has {len(x)} inputs and {len(y)} "
+                                "targets; every split needs the same, positive number of both")
+            for name, t in ((f"x_{split}", x), (f"y_{split}", y)):
+                bad = int((~torch.isfinite(t)).sum())
+                if bad:
+                    raise DataError(f"task {self.task.name!r}: {name} has {bad} NaN or inf entries; remove or "
+                                    "impute those samples before training")
+
     def fit(self) -> FitResult:
         cfg, model, task = self.config, self.model, self.task
         strat = self.strategy
+        self._check_data()
         x_tr, y_tr = task.x_train.to(self.dtype), task.y_train.to(self.dtype)
         x_val, y_val = task.x_val.to(self.dtype), task.y_val.to(self.dtype)
         n = len(x_tr)
