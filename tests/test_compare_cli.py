@@ -56,6 +56,27 @@ def test_bad_names_exit_2_with_a_message(capsys, argv, message):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "--task", "inertia", "--seed", "-1"], "seed must be a non-negative integer"),  # was a numpy traceback
+    (["fit", "--task", "inertia", "--resume"], "resume needs a run directory"),  # was silently a fresh run
+    (["compare", "--task", "inertia", "--models", "mlp,emlp:O(5)"], "O(5)"),  # was found after training mlp
+    (["compare", "--task", "inertia", "--models", "mlp", "--lr", "-1"], "lr must be a positive number"),
+])
+def test_bad_values_exit_2_before_any_training(capsys, tmp_path, argv, message):
+    code, out, err = _run(argv + ["--no-progress"] + (["--out", str(tmp_path / "cmp")] if argv[0] == "compare" else
+                                                      []), capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "cmp").exists() and "test MSE" not in out
+
+
+def test_compare_out_that_is_a_file_exits_2(capsys, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    code, out, err = _run(["compare", "--task", "inertia", "--models", "mlp", *TINY, "--out", str(target)], capsys)
+    assert code == 2 and "not a directory" in err  # was FileExistsError with a traceback
+    assert target.read_text() == "mine"
+
+
 def test_compare_table_json_and_plot(capsys, tmp_path):
     out_dir = tmp_path / "cmp"
     code, out, err = _run(["compare", "--task", "mixed-inertia:o2z", "--models", "mlp,emlp:O(2)@z,soft", "--seeds", "2",

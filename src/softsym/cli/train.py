@@ -144,19 +144,30 @@ def register(app: typer.Typer) -> None:
 
         from ..data.synthetic import make_task
         from ..errors import ConfigError
-        from ..models import parse_model_name
+        from ..models import _check_reps, parse_model_name
         from ..report import beats, plot_comparison, summarize
+        from ..train import default_config
 
         names = [m.strip() for m in models.split(",") if m.strip()]
         if not names:
             raise ConfigError("--models is empty; give e.g. --models mlp,emlp,soft")
-        for n in names:
-            parse_model_name(n)
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-        make_task(task, n_train=2, n_val=1, n_test=1)  # validate the task name before any training
+        # validate the task, every model's group and the training options before any training
+        tiny = make_task(task, n_train=2, n_val=1, n_test=1)
+        for n in names:
+            _, group = parse_model_name(n)
+            if group is not None:
+                _check_reps(tiny, group, f"model {n!r}")
+            default_config(tiny, n, n_train=n_train, epochs=epochs, lr=lr, batch_size=batch_size,
+                           weight_decay=weight_decay, schedule=schedule).validate()
         out_dir = out or Path("softsym-compare") / _slug(task)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"--out {out_dir} exists and is not a directory; choose a directory")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create --out directory {out_dir}: {exc.strerror or exc}") from None
         runs: List[Dict] = []
         t0 = time.perf_counter()
         for name in names:
