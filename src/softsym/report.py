@@ -130,6 +130,11 @@ def plot_comparison(summary: Dict[str, Dict], runs: Sequence[Dict], path, title:
         for j, c in enumerate(cands):
             vals = [max(h["strengths"][j], 1e-12) for h in hist]
             ax.plot(steps, vals, label=c)
+        for h in hist:  # tuner events worth seeing: PER's one-time adjustment, the soft tuner's restart
+            if h.get("event") in ("adjust", "restart"):
+                ax.axvline(h["step"], color="0.5", ls="--", lw=0.8)
+                ax.annotate(h["event"], (h["step"], 1), xycoords=("data", "axes fraction"), fontsize=7,
+                            color="0.4", ha="left", va="top", rotation=90)
         ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("strength λ_j")
