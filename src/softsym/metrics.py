@@ -207,6 +207,12 @@ def _as_inputs(x, rep_in: Rep, device=None) -> torch.Tensor:
     return x
 
 
+def require_real_finite(x: torch.Tensor, who: str, why: str = "") -> None:
+    """DataError unless the tensor x is real with finite entries (shared by the penalties and the wrappers)."""
+    if x.is_complex() or not torch.all(torch.isfinite(x)):
+        raise DataError(f"{who}: inputs must be real and finite (got complex, NaN or inf values){why}")
+
+
 def _model_inputs(f: Callable, x, rep_in: Rep, dtype: Optional[torch.dtype]):
     """(model dtype (``dtype`` overrides the detected one), float64 inputs on the model's device)."""
     mdtype, device = model_dtype_device(f, x if isinstance(x, torch.Tensor) else None)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, RepError
-from ..metrics import _check_output, finite_elements, model_dtype_device
+from ..metrics import _check_output, finite_elements, model_dtype_device, require_real_finite
 from ..reps.algebra import parse_rep
 from ..reps.base import Rep
 from .symmetry import SoftSymmetry
@@ -61,8 +61,7 @@ def check_inputs(x, n_in: int, who: str) -> None:
         raise ConfigError(f"{who}: inputs must be (batch, {n_in}), got {shape}")
     if x.shape[0] == 0:
         raise DataError(f"{who}: the batch is empty; a penalty needs at least one input")
-    if x.is_complex() or not torch.all(torch.isfinite(x)):
-        raise DataError(f"{who}: inputs must be real and finite (got complex, NaN or inf values)")
+    require_real_finite(x, who)
 
 
 def _model_call(model: Callable, x: torch.Tensor, n_out: int, rep: Rep) -> torch.Tensor:

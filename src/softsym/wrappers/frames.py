@@ -57,7 +57,7 @@ from ..groups.base import Group
 from ..groups.classical import O as _O
 from ..groups.classical import SO as _SO
 from ..groups.sampling import haar_orthogonal
-from ..metrics import model_dtype_device
+from ..metrics import model_dtype_device, require_real_finite
 
 __all__ = ["FrameAverage", "Canonicalize", "DegenerateFrameWarning", "OUTPUT_TYPES", "parse_frame_group"]
 
@@ -349,9 +349,7 @@ class _FrameBase(nn.Module):
             )
         if x.shape[1] == 0:
             raise DataError(f"{type(self).__name__}: point clouds need at least one point")
-        if x.is_complex() or not torch.all(torch.isfinite(x)):
-            raise DataError(f"{type(self).__name__}: inputs must be real and finite (got complex, NaN or inf "
-                            "values); the PCA frame of such a cloud is undefined")
+        require_real_finite(x, type(self).__name__, "; the PCA frame of such a cloud is undefined")
 
     def _canonical_inputs(self, x64: torch.Tensor, t: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
         """Clouds x64 (M, n, C) expressed in frames ``mats`` (M, d, d) (positions centred for E(d) / SE(d))."""

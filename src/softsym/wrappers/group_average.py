@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from ..groups.parse import parse_group
-from ..metrics import _check_output, act_each, finite_elements, model_dtype_device
+from ..metrics import _check_output, act_each, finite_elements, model_dtype_device, require_real_finite
 from ..reps.algebra import rep as _make_rep
 
 __all__ = ["GroupAverage", "DEFAULT_MC_SAMPLES"]
@@ -144,8 +144,7 @@ class GroupAverage(nn.Module):
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != n_in:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise DataError(f"GroupAverage: inputs must be (batch, {n_in}) for rep_in {self.rep_in!r}, got {shape}")
-        if x.is_complex() or not torch.all(torch.isfinite(x)):
-            raise DataError("GroupAverage: inputs must be real and finite (got complex, NaN or inf values)")
+        require_real_finite(x, "GroupAverage")
 
     def _model_output(self, y, rows: int) -> torch.Tensor:
         """The model's output for ``rows`` inputs, unchanged, after checking it is a real tensor (rows, ...) with
