@@ -262,6 +262,13 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
 
     Returns a :class:`CheckReport`; raises ModelError for unloadable models, wrong output shapes or NaN outputs.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    for v, name in ((exact_tol, "exact_tol"), (approx_tol, "approx_tol")):
+        if v is None and name == "exact_tol":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or math.isnan(v) or v < 0:
+            raise ConfigError(f"{name} must be a non-negative number, got {v!r}")
     label = model_or_factory if isinstance(model_or_factory, str) else type(model_or_factory).__name__
     if not isinstance(model_or_factory, str) and not isinstance(model_or_factory, nn.Module):
         label = getattr(model_or_factory, "__name__", label)
@@ -271,6 +278,13 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
         raise ConfigError("check needs at least one group, e.g. --group 'O(3)'")
     parsed = [parse_group(g) for g in group_list]
     first_in = _make_rep(rep_in, parsed[0])
+    for g in parsed[1:]:
+        for spec, r0 in ((rep_in, first_in), (rep_out, _make_rep(rep_out, parsed[0]))):
+            r = _make_rep(spec, g)
+            if r.size != r0.size:
+                raise ConfigError(f"the rep {spec!s} has size {r0.size} for {parsed[0].name} but {r.size} for {g.name}; "
+                                  "every checked group must act on the same model inputs and outputs (check groups "
+                                  "of different dimensions separately, or embed them, e.g. 'O(2)@z')")
     x, inputs_desc = _load_inputs(inputs, n_inputs, first_in, seed)
     mdtype, _ = model_dtype_device(model, x)
     tol = exact_tolerance(mdtype) if exact_tol is None else float(exact_tol)

@@ -316,6 +316,15 @@ def finite_elements(group: Group) -> Optional[np.ndarray]:
     return np.stack(out).astype(np.float64)
 
 
+def check_spread(spread) -> float:
+    """The spread of a non-compact sampler as a float; ConfigError unless it is a finite number >= 0."""
+    if isinstance(spread, bool) or not isinstance(spread, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(spread)) or float(spread) < 0:
+        raise ConfigError(f"spread must be a finite number >= 0 (the scale of the sampled non-compact part, default "
+                          f"{defaults.SAMPLE_SPREAD}), got {spread!r}")
+    return float(spread)
+
+
 def group_elements(group: GroupLike, n_samples: int = DEFAULT_N_SAMPLES, *, seed: Optional[int] = 0,
                    spread: Optional[float] = None, exhaustive: Optional[bool] = None
                    ) -> Tuple[torch.Tensor, bool, Optional[float], str]:
@@ -344,7 +353,7 @@ def group_elements(group: GroupLike, n_samples: int = DEFAULT_N_SAMPLES, *, seed
     if g.is_compact:
         sp, desc = None, "Haar" if order is None else f"uniform over {order} elements" if order else "random words"
     else:
-        sp = defaults.SAMPLE_SPREAD if spread is None else float(spread)
+        sp = defaults.SAMPLE_SPREAD if spread is None else check_spread(spread)
         desc = f"polar decomposition, spread {sp:g}"
     if els_all is not None:  # uniform over the distinct elements
         idx = np.random.default_rng(seed).integers(0, order, size=int(n_samples))
@@ -592,7 +601,11 @@ def lie_derivative(f: Callable, rep_in: RepLike, rep_out: RepLike, A, x, *, grou
             raise ConfigError("lie_derivative needs bound Reps, or spec strings together with group=")
         rin, rout = rep_in, rep_out
         g = rin._require_group()
+    if g.is_complex:
+        raise ConfigError(f"{g.name} is a complex group; the metrics support real groups only")
     a = A if isinstance(A, torch.Tensor) else torch.as_tensor(np.asarray(A))
+    if a.is_complex():
+        raise ConfigError("A must be a real Lie-algebra element; complex groups are not supported by the metrics")
     if a.shape != (g.d, g.d):
         raise ConfigError(f"A must be a ({g.d}, {g.d}) Lie-algebra element of {g.name}, got shape {tuple(a.shape)}")
     mdtype, x64 = _model_inputs(f, x, rin, dtype)
@@ -607,6 +620,8 @@ class LieDerivativeMeter:
     def __init__(self, group: GroupLike, rep_in: RepLike, rep_out: RepLike, *, method: str = "auto",
                  chunk_rows: int = 8192) -> None:
         self.group, self.rep_in, self.rep_out = _resolve(group, rep_in, rep_out)
+        if self.group.is_complex:
+            raise ConfigError(f"{self.group.name} is a complex group; the metrics support real groups only")
         if method not in ("auto", "jvp", "vjp", "fd"):
             raise ConfigError(f"unknown Lie-derivative method {method!r}; use 'auto', 'jvp', 'vjp' or 'fd'")
         self.method = method
@@ -688,6 +703,24 @@ def _require_finite(t: torch.Tensor, what: str) -> None:
         raise DataError(f"{what} contains NaN or inf; the subspace energy of a non-finite map is undefined")
 
 
+def _as_map(W, what: str) -> torch.Tensor:
+    """A weight as a flat float64 (complex128 if complex) tensor; DataError for non-numeric or non-finite values."""
+    try:
+        t = torch.as_tensor(W if isinstance(W, torch.Tensor) else np.asarray(W)).detach()
+    except Exception as exc:
+        raise DataError(f"{what} must be a numeric array or tensor: {exc}") from None
+    t = t.to(torch.complex128 if t.is_complex() else torch.float64).reshape(-1)
+    _require_finite(t, what)
+    return t
+
+
+def _energy_in(basis: Basis, v: torch.Tensor) -> float:
+    """||Q^H v||^2; a complex v with a real basis splits into its real and imaginary parts (P is real)."""
+    if v.is_complex() and not basis.is_complex:
+        return _energy_in(basis, v.real) + _energy_in(basis, v.imag)
+    return float(basis.coefficients(v).abs().pow(2).sum())
+
+
 def subspace_energy(W, basis: Basis, bias=None, bias_basis: Optional[Basis] = None) -> float:
     """Fraction ||P W||^2 / ||W||^2 of a linear map's energy in the equivariant subspace (1 = equivariant).
 
@@ -699,23 +732,25 @@ def subspace_energy(W, basis: Basis, bias=None, bias_basis: Optional[Basis] = No
 
     Computed from the factored basis as ||Q^T vec W||^2 / ||W||^2 (never a dense projector), in float64.
     """
+    for b_, what in ((basis, "basis"), (bias_basis, "bias_basis")):
+        if b_ is not None and not isinstance(b_, Basis):
+            raise ConfigError(f"subspace_energy: {what} must be a softsym Basis (e.g. "
+                              f"softsym.equivariant_basis(softsym.Hom(rep_in, rep_out))), got {type(b_).__name__}")
     if isinstance(W, nn.Linear):
         if bias is None and W.bias is not None and bias_basis is not None:
             bias = W.bias
         W = W.weight
-    w = torch.as_tensor(W).detach().to(torch.float64).reshape(-1)
-    _require_finite(w, "W")
+    w = _as_map(W, "W")
     if w.shape[0] != basis.size:
         raise ConfigError(f"W has {w.shape[0]} entries but the basis is of a rep of size {basis.size} ({basis.rep!r})")
-    num = float(basis.coefficients(w).abs().pow(2).sum())
-    den = float(w.pow(2).sum())
+    num = _energy_in(basis, w)
+    den = float(w.abs().pow(2).sum())
     if bias is not None:
         if bias_basis is None:
             raise ConfigError("subspace_energy: give bias_basis (the invariant basis of rep_out) with bias")
-        bv = torch.as_tensor(bias).detach().to(torch.float64).reshape(-1)
-        _require_finite(bv, "bias")
-        num += float(bias_basis.coefficients(bv).abs().pow(2).sum())
-        den += float(bv.pow(2).sum())
+        bv = _as_map(bias, "bias")
+        num += _energy_in(bias_basis, bv)
+        den += float(bv.abs().pow(2).sum())
     if den == 0.0:
         return 1.0
     return min(1.0, num / den)

@@ -80,6 +80,9 @@ def register(app: typer.Typer) -> None:
                                                   help="'exact' threshold on the max error (default 1e-9 float64, "
                                                        "1e-5 float32)."),
         approx_tol: float = typer.Option(0.1, "--approx-tol", help="'approximate' threshold on the mean error."),
+        spread: Optional[float] = typer.Option(None, "--spread",
+                                               help="Spread of the sampler of non-compact groups (SO(1,3), SL(3), "
+                                                    "...; default softsym.defaults.SAMPLE_SPREAD)."),
         no_lie: bool = typer.Option(False, "--no-lie", help="Skip the Lie-derivative errors."),
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this path."),
     ):
@@ -89,7 +92,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             report = run_check(model, group, rep_in, rep_out, n_inputs=n_inputs, seed=seed, inputs=inputs,
-                               n_samples=n_samples, exact_tol=exact_tol, approx_tol=approx_tol, lie=not no_lie)
+                               n_samples=n_samples, exact_tol=exact_tol, approx_tol=approx_tol, lie=not no_lie,
+                               spread=spread)
         except SoftsymError as exc:
             fail(str(exc))
             return

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, ModelError
 from ..metrics import _check_output, model_dtype_device
-from .sampled import NORM_EPS, bind_reps, check_inputs
+from .sampled import NORM_EPS, bind_reps, check_inputs, check_seed
 from .symmetry import SoftSymmetry
 
 __all__ = ["LiePenalty"]
@@ -54,13 +55,15 @@ class LiePenalty:
                     "use softsym.soft.sampled.SampledPenalty for it"
                 )
             self.generators.append(a / torch.linalg.matrix_norm(a, ord=2)[:, None, None])
-        if n_generators is not None and (not isinstance(n_generators, int) or n_generators < 1):
+        if n_generators is not None and (isinstance(n_generators, bool) or not isinstance(n_generators, (int, np.integer))
+                                         or n_generators < 1):
             raise ConfigError(f"n_generators must be a positive integer or None, got {n_generators!r}")
-        self.n_generators = n_generators
+        self.n_generators = None if n_generators is None else int(n_generators)
         if method not in ("jvp", "vjp"):
             raise ConfigError(f"method must be 'jvp' or 'vjp', got {method!r}")
         self.method = method
-        self._torch_gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        seed = check_seed(seed)
+        self._torch_gen = torch.Generator().manual_seed(0 if seed is None else seed)
 
     @property
     def n_in(self) -> int:

@@ -60,6 +60,9 @@ class LinearProjectionPenalty:
             raise ConfigError(f"LinearProjectionPenalty needs an nn.Module, got {type(model).__name__}")
         if not isinstance(symmetry, SoftSymmetry):
             raise ConfigError(f"LinearProjectionPenalty needs a SoftSymmetry, got {type(symmetry).__name__}")
+        if not isinstance(layers, Mapping):
+            raise ConfigError("LinearProjectionPenalty: layers must be a dict {'layer name': (rep_in, rep_out)}, got "
+                              f"{type(layers).__name__}")
         if not layers:
             raise ConfigError("LinearProjectionPenalty needs at least one declared layer {'name': (rep_in, rep_out)}")
         self.model, self.symmetry = model, symmetry

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, RepError
-from ..metrics import _check_output, finite_elements, model_dtype_device, require_real_finite
+from ..metrics import _check_output, check_spread, finite_elements, model_dtype_device, require_real_finite
 from ..reps.algebra import parse_rep
 from ..reps.base import Rep
 from .symmetry import SoftSymmetry
 
-__all__ = ["SampledPenalty", "bind_reps", "check_inputs"]
+__all__ = ["SampledPenalty", "bind_reps", "check_inputs", "check_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ def bind_reps(symmetry: SoftSymmetry, reps: Union[RepSpec, Sequence[RepSpec]], w
     groups = symmetry.groups
     if isinstance(reps, (str, Rep)):
         items = [reps] * len(groups)
+    elif not isinstance(reps, (list, tuple)):
+        raise ConfigError(f"{what}: expected a rep spec such as 'V' or '5V0+5V', a Rep, or a list with one per "
+                          f"candidate; got {type(reps).__name__} {reps!r}")
     else:
         items = list(reps)
         if len(items) != len(groups):
@@ -42,6 +45,9 @@ def bind_reps(symmetry: SoftSymmetry, reps: Union[RepSpec, Sequence[RepSpec]], w
                               f"({', '.join(symmetry.names)}); give one rep (bound to every candidate) or one each")
     out = []
     for spec, g in zip(items, groups):
+        if not isinstance(spec, (str, Rep)):
+            raise ConfigError(f"{what} for candidate {g.name}: expected a rep spec such as 'V' or '5V0+5V' or a Rep, "
+                              f"got {type(spec).__name__} {spec!r}")
         try:
             r = parse_rep(spec)
             out.append(r.bind(g))
@@ -52,6 +58,15 @@ def bind_reps(symmetry: SoftSymmetry, reps: Union[RepSpec, Sequence[RepSpec]], w
         raise ConfigError(f"{what} has different sizes for different candidates ({sorted(sizes)}); every candidate "
                           "must act on the same model inputs / outputs")
     return out
+
+
+def check_seed(seed) -> Optional[int]:
+    """The seed as an int (or None); ConfigError for anything else."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
+    return int(seed)
 
 
 def check_inputs(x, n_in: int, who: str) -> None:
@@ -113,9 +128,9 @@ class SampledPenalty:
             if g.is_complex:
                 raise ConfigError(f"{g.name} is complex; SampledPenalty supports real groups only")
         self.n_samples = int(n_samples)
-        self.spread = spread
+        self.spread = None if spread is None else check_spread(spread)
         self.detach_target = bool(detach_target)
-        self.rng = np.random.default_rng(seed)
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
         self._finite = [finite_elements(g) for g in symmetry.groups]
 
     @property

@@ -18,6 +18,14 @@ from ..groups.parse import parse_group
 __all__ = ["SoftSymmetry"]
 
 
+def _as_strengths(values) -> torch.Tensor:
+    """Strengths as a float64 tensor; ConfigError for non-numeric values."""
+    try:
+        return torch.as_tensor(values, dtype=torch.float64).detach().cpu()
+    except Exception:
+        raise ConfigError(f"strengths must be a float or a list of floats (one per candidate), got {values!r}") from None
+
+
 class SoftSymmetry(nn.Module):
     """Candidate groups with strengths.
 
@@ -43,7 +51,7 @@ class SoftSymmetry(nn.Module):
             raise ConfigError(f"{len(self.names)} names given for {len(self.groups)} groups")
         if len(set(self.names)) != len(self.names):
             raise ConfigError(f"candidate names must be unique, got {self.names}")
-        lam = torch.as_tensor(strengths, dtype=torch.float64)
+        lam = _as_strengths(strengths)
         if lam.ndim == 0:
             lam = lam.repeat(len(self.groups))
         if lam.shape != (len(self.groups),):
@@ -58,12 +66,15 @@ class SoftSymmetry(nn.Module):
 
     def penalty(self, residuals: torch.Tensor) -> torch.Tensor:
         """sum_j lambda_j R_j for residuals of shape (J,)."""
-        if residuals.shape[-1] != len(self.groups):
+        if not isinstance(residuals, torch.Tensor):
+            raise ConfigError(f"penalty() needs a tensor of {len(self.groups)} residuals (one per candidate), got "
+                              f"{type(residuals).__name__}")
+        if residuals.ndim == 0 or residuals.shape[-1] != len(self.groups):
             raise ConfigError(f"expected {len(self.groups)} residuals (one per candidate), got {tuple(residuals.shape)}")
         return (self.strengths.to(residuals.dtype) * residuals).sum(-1)
 
     def set_strengths(self, values) -> None:
-        v = torch.as_tensor(values, dtype=torch.float64, device=self.strengths.device)
+        v = _as_strengths(values).to(self.strengths.device)
         if v.shape != self.strengths.shape or torch.any(v < 0) or not torch.all(torch.isfinite(v)):
             raise ConfigError(f"strengths must be {len(self.groups)} finite non-negative values, got {v.tolist()}")
         self.strengths.copy_(v)

@@ -44,7 +44,9 @@ import functools
 import itertools
 import logging
 import math
+import os
 import re
+import sys
 import warnings
 from typing import Callable, List, Optional, Tuple
 
@@ -66,6 +68,21 @@ log = logging.getLogger(__name__)
 OUTPUT_TYPES = ("scalar", "vector", "position", "tensor")
 
 _SPEC = re.compile(r"^\s*(S?E|S?O)\s*\(\s*(\d+)\s*\)\s*$", re.IGNORECASE)
+
+
+_SOFTSYM_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TORCH_MODULES = os.path.join("torch", "nn", "modules")
+
+
+def _user_stacklevel() -> int:
+    """stacklevel (for a warnings.warn in the caller of this function) of the first frame outside softsym and
+    torch.nn.Module's call machinery, so that warnings name the user's line (not torch's module.py, whose one
+    location would make the default filter show a warning once for all call sites)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename.startswith(_SOFTSYM_DIR)
+                                 or _TORCH_MODULES in frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class DegenerateFrameWarning(UserWarning):
@@ -152,19 +169,23 @@ class _FrameBase(nn.Module):
         super().__init__()
         self.model = model
         self.d, self.special, self.translations, self.group_name = parse_frame_group(group)
-        for v, name in ((scalar_channels, "scalar_channels"), (vector_channels, "vector_channels")):
-            if not isinstance(v, int) or v < 0:
+        for v, name in ((scalar_channels, "scalar_channels"), (vector_channels, "vector_channels"), (seed, "seed")):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {v!r}")
+        for v, name, hi in ((degenerate_tol, "degenerate_tol", 1.0), (canonical_tol, "canonical_tol", math.inf)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= v < hi:
+                raise ConfigError(f"{name} must be a number in [0, {hi:g}), got {v!r}")
+        scalar_channels, vector_channels = int(scalar_channels), int(vector_channels)
         if output not in OUTPUT_TYPES:
             raise ConfigError(f"output must be one of {', '.join(OUTPUT_TYPES)}; got {output!r}")
-        if not (isinstance(degenerate_samples, int) and degenerate_samples >= 2):
+        if isinstance(degenerate_samples, bool) or not (isinstance(degenerate_samples, (int, np.integer))
+                                                        and degenerate_samples >= 2):
             raise ConfigError(f"degenerate_samples must be an integer >= 2, got {degenerate_samples!r}")
-        if not (0 <= degenerate_tol < 1):
-            raise ConfigError(f"degenerate_tol must be in [0, 1), got {degenerate_tol!r}")
         self.scalar_channels, self.vector_channels, self.output = scalar_channels, vector_channels, output
-        self.degenerate_tol, self.degenerate_samples = float(degenerate_tol), degenerate_samples
+        self.degenerate_tol, self.degenerate_samples = float(degenerate_tol), int(degenerate_samples)
         self.canonical_tol, self.seed, self.warn = float(canonical_tol), int(seed), warn
-        if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 0):
+        if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer))
+                                       or chunk_rows < 0):
             raise ConfigError(f"chunk_rows must be None, 0 (one call) or a positive integer, got {chunk_rows!r}")
         self.chunk_rows = chunk_rows
         self.register_buffer("signs", _sign_vectors(self.d, self.special), persistent=False)
@@ -191,12 +212,24 @@ class _FrameBase(nn.Module):
         t = pos.mean(dim=1)
         xc = pos - t[:, None, :]
         cov = xc.transpose(1, 2) @ xc / pos.shape[1]
+        if cov.requires_grad:
+            # eigh's backward divides by eigenvalue gaps: a degenerate cloud (whose frames are detached anyway) would
+            # put NaN into the gradient of the whole batch, so its covariance enters the decomposition detached
+            degenerate = ~self._generic(torch.linalg.eigvalsh(cov.detach()).flip(-1))
+            if bool(degenerate.any()):
+                cov = torch.where(degenerate[:, None, None], cov.detach(), cov)
         w, v = torch.linalg.eigh(cov)
         w, v = w.flip(-1), v.flip(-1)
         det = torch.linalg.det(v.detach())
         fix = torch.ones_like(w)
         fix[:, -1] = torch.where(det < 0, -1.0, 1.0)
         return t, w, v * fix[:, None, :], xc
+
+    def _generic(self, w: torch.Tensor) -> torch.Tensor:
+        """(B,) True for clouds whose (descending) eigenvalues w (B, d) have no gap <= degenerate_tol * lambda_max."""
+        w = w.detach()
+        gaps = w[:, :-1] - w[:, 1:]
+        return ~(gaps <= self.degenerate_tol * w[:, :1].clamp_min(0.0)).any(dim=1)
 
     def _clusters(self, w: torch.Tensor) -> List[List[int]]:
         """Groups of (descending) eigenvalue indices whose consecutive gaps are <= degenerate_tol * lambda_max."""
@@ -247,7 +280,9 @@ class _FrameBase(nn.Module):
         """
         d, b = self.d, coords.shape[0]
         m3 = coords.pow(3).sum(dim=1)  # (B, d)
-        ref = coords.abs().pow(3).sum(dim=1)
+        # relative to the whole cloud's scale sum_n |x_n - t|^3: an axis with (numerically) zero spread, e.g. the
+        # normal of a planar cloud, has round-off coordinates whose third moment has a random sign -- a tie
+        ref = coords.norm(dim=2).pow(3).sum(dim=1, keepdim=True)
         tie = m3.abs() <= self.canonical_tol * ref.clamp_min(torch.finfo(torch.float64).tiny)
         sgn = torch.where(m3 >= 0, 1.0, -1.0).to(torch.float64)
         free = d - 1 if self.special else d
@@ -283,9 +318,7 @@ class _FrameBase(nn.Module):
         """
         b, device = pos.shape[0], pos.device
         t, w, v, xc = self._eig(pos)
-        wd = w.detach()
-        gaps = wd[:, :-1] - wd[:, 1:]
-        generic = ~(gaps <= self.degenerate_tol * wd[:, :1].clamp_min(0.0)).any(dim=1)
+        generic = self._generic(w)
         idx = torch.nonzero(generic).flatten()
         irr_frames, irr_owner, deg_dims = [], [], []
         reg, reg_signs = idx, self.signs.to(device)[None].expand(len(idx), -1, -1)
@@ -314,7 +347,7 @@ class _FrameBase(nn.Module):
                 "isotropic points). Averaging over the degenerate eigenspace (dihedral grid of "
                 f"{self.degenerate_samples} elements in dimension 2, icosahedral group in 3, Haar Monte-Carlo "
                 "above); equivariance is approximate for these clouds, see the FrameAverage docstring",
-                DegenerateFrameWarning, stacklevel=4,
+                DegenerateFrameWarning, stacklevel=_user_stacklevel(),
             )
         empty = torch.zeros(0, self.d, self.d, dtype=torch.float64, device=device)
         return {
@@ -509,8 +542,8 @@ class Canonicalize(_FrameBase):
     """Canonicalization by a single frame element: the PCA frame with signs fixed by the third moment.
 
     The sign of axis i is the sign of sum_n <x_n - t, v_i>^3 (for SO(d) / SE(d) the last axis' sign is fixed
-    by det = +1 instead). An axis whose third moment vanishes (|m3| <= canonical_tol * sum |.|^3, e.g. a centrally
-    symmetric cloud) keeps both signs, which are averaged -- exact. Repeated eigenvalues use the same fallback as
+    by det = +1 instead). An axis whose third moment vanishes (|m3| <= canonical_tol * sum_n ||x_n - t||^3, e.g. a
+    centrally symmetric cloud, or the normal of a planar cloud) keeps both signs, which are averaged -- exact. Repeated eigenvalues use the same fallback as
     FrameAverage. Cost: one model row per generic cloud. Exact (float64 round-off) on generic clouds; the
     canonical map is discontinuous where a third moment changes sign, so the wrapped model is too.
 

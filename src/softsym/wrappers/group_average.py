@@ -63,7 +63,10 @@ class GroupAverage(nn.Module):
         self.rep_out = _make_rep(rep_out, self.group)
         if self.group.is_complex:
             raise ConfigError(f"{self.group.name} is complex; GroupAverage supports real groups only")
-        if n_samples is not None and (not isinstance(n_samples, (int, np.integer)) or n_samples < 1):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer))
+                                      or n_samples < 1):
             raise ConfigError(f"n_samples must be a positive integer or None, got {n_samples!r}")
         if chunk_rows is not None and (not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 0):
             raise ConfigError(f"chunk_rows must be None, 0 (one call) or a positive integer, got {chunk_rows!r}")

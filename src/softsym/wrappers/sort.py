@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,10 +47,16 @@ class SortCanonicalize(nn.Module):
         super().__init__()
         if output not in ("invariant", "equivariant"):
             raise ConfigError(f"output must be 'invariant' or 'equivariant', got {output!r}")
+        if isinstance(set_axis, bool) or not isinstance(set_axis, int):
+            raise ConfigError(f"set_axis must be an integer axis (e.g. 1 for (batch, n, ...)), got {set_axis!r}")
         if set_axis == 0:
             raise ConfigError("set_axis must not be the batch axis 0")
+        if key is not None:
+            if isinstance(key, (str, bytes)) or not hasattr(key, "__iter__") or \
+                    any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in key):
+                raise ConfigError(f"key must be a sequence of integer feature indices, got {key!r}")
         self.model, self.output, self.set_axis = model, output, set_axis
-        self.key = list(key) if key is not None else None
+        self.key = [int(k) for k in key] if key is not None else None
 
     def extra_repr(self) -> str:
         return f"output={self.output!r}, set_axis={self.set_axis}"
@@ -83,8 +90,12 @@ class SortCanonicalize(nn.Module):
         return perm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim < 2:
-            raise DataError(f"SortCanonicalize needs a batch of sets (batch, n, ...), got shape {tuple(x.shape)}")
+        if not isinstance(x, torch.Tensor) or x.ndim < 2:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise DataError(f"SortCanonicalize needs a batch of sets (batch, n, ...) as a tensor, got {shape}")
+        if x.is_complex():
+            raise DataError("SortCanonicalize: complex inputs have no order; pass real features (e.g. "
+                            "torch.view_as_real(x))")
         if torch.isnan(x).any():
             raise DataError("SortCanonicalize: NaN inputs cannot be sorted consistently; clean the data first")
         axis = self._axis(x.ndim)
