@@ -53,12 +53,21 @@ QUICK_EPOCHS = {"emlp": 20, "per": 100}  # --quick: epochs per protocol
 QUICK_SEEDS = 1
 
 
+#: soft with extra candidates beside PER's four (reported in its own column, never in the targets): on "none",
+#: y = I diag(2, 0, 1) keeps exactly the axis flips Signs(3) (a diagonal weighting commutes with diagonal signs).
+#: per+signs gives PER's tuner the same list (a fair comparison); soft+signs on o2z checks that the extra candidate
+#: costs nothing where a continuous group survives.
+EXTRA_CANDIDATES = {"soft+signs": ["Signs(3)"], "per+signs": ["Signs(3)"]}
+#: variants on which each extra-candidate model runs
+EXTRA_VARIANTS = {"soft+signs": ("none", "o2z"), "per+signs": ("none",)}
+
+
 def mixed_models(variant: str):
     g = SURVIVING[variant]
     models = ["mlp", "emlp"]
     if g is not None and g != "O(3)":
         models.append(f"emlp:{g}")
-    return models + ["rpp", "per", "soft"]
+    return models + ["rpp", "per", "soft"] + [m for m, vs in EXTRA_VARIANTS.items() if variant in vs]
 
 
 def oracle(variant: str):
@@ -83,7 +92,8 @@ def plan(quick: bool, tasks=None, models=None, seeds: int = 3):
                 runs.append({"protocol": "per", "task": f"mixed-inertia:{v}", "model": model, "seed": seed,
                              "n_train": 1000, "n_val": 1000, "n_test": 1000, "ch": 89 if model == "rpp" else 128,
                              "epochs": QUICK_EPOCHS["per"] if quick else 8000, "lr": 1e-3, "batch_size": 500,
-                             "weight_decay": 2e-4 if model in ("per", "soft") else 0.0, "schedule": "cosine"})
+                             "weight_decay": 2e-4 if model in ("per", "soft") or model in EXTRA_CANDIDATES else 0.0,
+                             "schedule": "cosine"})
     if tasks:
         runs = [r for r in runs if r["task"] in tasks]
     if models:
@@ -105,7 +115,7 @@ DATA_VERSION = {"particle-interaction": 3}
 #: soft 3: the proximal step also shrinks the gradient before Adam.
 #: soft 4: two-stage fit (SoftTuner restart=True): the model restarts from its initialisation with the decided
 #: strengths.
-MODEL_VERSION = {"soft": 4, "emlp": 2, "rpp": 2}
+MODEL_VERSION = {"soft": 4, "soft+signs": 4, "per+signs": 1, "emlp": 2, "rpp": 2}
 
 
 def run_key(spec) -> str:
@@ -139,7 +149,12 @@ def run_one(spec, run_root=None, threads: int = 1):
 
     task = make_task(spec["task"], n_train=spec["n_train"], n_val=spec["n_val"], n_test=spec["n_test"],
                      seed=spec["seed"])
-    model = build_model(spec["model"], task, ch=spec["ch"], num_layers=3, seed=spec["seed"])
+    extra = EXTRA_CANDIDATES.get(spec["model"])
+    if extra:
+        model = build_model(spec["model"].split("+", 1)[0], task, ch=spec["ch"], num_layers=3, seed=spec["seed"],
+                            candidates=list(task.candidates) + extra)
+    else:
+        model = build_model(spec["model"], task, ch=spec["ch"], num_layers=3, seed=spec["seed"])
     run_dir = None if run_root is None else str(Path(run_root) / _slug(run_key(spec)))
     cfg = TrainConfig(lr=spec["lr"], epochs=spec["epochs"], batch_size=spec["batch_size"],
                       weight_decay=spec["weight_decay"], schedule=spec.get("schedule", "cosine"), seed=spec["seed"],
@@ -149,6 +164,7 @@ def run_one(spec, run_root=None, threads: int = 1):
     metrics = Trainer(model, task, cfg).fit().metrics
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["spec"] = spec
+    metrics["model"] = spec["model"]  # e.g. "soft+signs" (the network itself is a "soft" model)
     metrics["key"] = run_key(spec)
     return metrics
 

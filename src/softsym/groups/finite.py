@@ -156,6 +156,19 @@ class D(FiniteGroup):
         super().__init__(gens, 2, name=f"D({int(k)})")
 
 
+class Signs(FiniteGroup):
+    """The 2^n diagonal sign matrices diag(+-1, ..., +-1) acting on R^n: independent reflections of the coordinate
+    axes. E.g. the finite symmetry left in 3-d data whose anisotropy is aligned with the axes (an axis-aligned
+    diagonal weighting breaks every rotation but no axis flip), shared by O(3) and by O(2) about every axis."""
+
+    def __init__(self, n: int):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise GroupError(f"Signs(n) needs an integer n >= 1, got {n!r}")
+        n = int(n)
+        gens = np.stack([np.diag([-1.0 if j == i else 1.0 for j in range(n)]) for i in range(n)])
+        super().__init__(gens, n, name=f"Signs({n})")
+
+
 class Trivial(FiniteGroup):
     """The trivial group acting on R^n (every vector is invariant)."""
 

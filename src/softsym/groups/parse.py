@@ -9,7 +9,7 @@ Grammar (whitespace ignored)::
              | '[' i, j, ... ']' [':' d]       acting on those coordinates of R^d, e.g. "SO(3)@[1,2,3]:4"
     base    := SO(n) | O(n) | SU(n) | SL(n) | GL+(n) | Sp(2m) | Scaling(n)
              | O(1,3) | Lorentz | SO(1,3) | SO+(1,3) | SO+(1,1)
-             | S(n) | Z(n) | C(k) | D(k) | Trivial(n) | RubiksCube
+             | S(n) | Z(n) | C(k) | D(k) | Signs(n) | Trivial(n) | RubiksCube
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ..errors import GroupError
 from .base import Group
 from .classical import GLPlus, O, O13, SL, SO, SO11p, SO13, SO13p, SU, Scaling, Sp
 from .compose import Embed
-from .finite import C, D, RubiksCube, S, Trivial, Z
+from .finite import C, D, RubiksCube, S, Signs, Trivial, Z
 
 __all__ = ["parse_group", "GROUP_GRAMMAR", "GROUP_NAMES"]
 
@@ -28,14 +28,14 @@ GROUP_GRAMMAR = __doc__.split("Grammar (whitespace ignored)::", 1)[1].strip("\n"
 
 _ONE_ARG: Dict[str, Callable[[int], Group]] = {
     "SO": SO, "O": O, "SU": SU, "SL": SL, "GL+": GLPlus, "GLPLUS": GLPlus, "SP": Sp, "SCALING": Scaling,
-    "S": S, "Z": Z, "C": C, "D": D, "TRIVIAL": Trivial,
+    "S": S, "Z": Z, "C": C, "D": D, "SIGNS": Signs, "TRIVIAL": Trivial,
 }
 _FIXED: Dict[str, Callable[[], Group]] = {
     "O(1,3)": O13, "LORENTZ": O13, "SO(1,3)": SO13, "SO+(1,3)": SO13p, "SO+(1,1)": SO11p,
     "RUBIKSCUBE": RubiksCube, "RUBIKS": RubiksCube,
 }
 GROUP_NAMES = ["SO(n)", "O(n)", "SU(n)", "SL(n)", "GL+(n)", "Sp(2m)", "Scaling(n)", "O(1,3)", "Lorentz",
-               "SO(1,3)", "SO+(1,3)", "SO+(1,1)", "S(n)", "Z(n)", "C(k)", "D(k)", "Trivial(n)", "RubiksCube"]
+               "SO(1,3)", "SO+(1,3)", "SO+(1,1)", "S(n)", "Z(n)", "C(k)", "D(k)", "Signs(n)", "Trivial(n)", "RubiksCube"]
 
 _BASE = re.compile(r"^([A-Za-z]+\+?)\((\d+)\)$")
 _WHERE_PREFIX = re.compile(r"^\[(\d+(?:,\d+)*)\](?::(\d+))?")
