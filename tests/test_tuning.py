@@ -279,3 +279,15 @@ def test_soft_tuner_restart_resumes_exactly(tmp_path):
         for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
             assert torch.equal(a, b), (stop, k)
         assert full.metrics["test_mse"] == resumed.metrics["test_mse"]
+
+
+def test_soft_tuner_on_a_bare_softemlp_uses_its_unbound_reps():
+    """A SoftEMLP built directly (not through build_model) carries unbound rep expressions; the tuner used
+    `a or b` on them, whose truth value (len) unbound reps refuse (RepError)."""
+    from softsym.nn import SoftEMLP
+    from softsym.soft.tuning import SoftTuner
+
+    model = SoftEMLP("5V0+5V", "V**2", ["O(3)", "O(2)@z"], ch=16, num_layers=1)
+    tuner = SoftTuner()
+    tuner.attach(model, epochs=4, steps_per_epoch=2)
+    assert [r.size for r, _ in tuner.reps] == [20, 20] and [r.size for _, r in tuner.reps] == [9, 9]

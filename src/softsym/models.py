@@ -43,11 +43,14 @@ def parse_model_name(name: str):
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"a model name must be a non-empty string; choose one of: {', '.join(MODEL_NAMES)}")
     text = name.strip()
-    kind, _, arg = text.partition(":")
+    kind, sep, arg = text.partition(":")
     kind = kind.strip().lower()
     if kind == "emlp" and arg.strip():
         return "emlp", arg.strip()
-    if arg or kind not in ("mlp", "emlp", "rpp", "per", "soft"):
+    if kind == "emlp" and sep:
+        raise ConfigError(f"model {name!r} names no group after 'emlp:'; give one, e.g. emlp:O(2)@z, or use plain "
+                          "'emlp' for the task's full group")
+    if sep or kind not in ("mlp", "emlp", "rpp", "per", "soft"):
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)} "
                           "(e.g. emlp:O(2)@z for an exact EMLP of one candidate group)")
     return kind, None

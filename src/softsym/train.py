@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ModelError
 from .soft.tuning import StrengthTuner, TunerContext, make_tuner
 
 __all__ = ["TrainConfig", "Trainer", "default_config", "FitResult", "Strategy", "SingleProcess", "CosineSchedule", "load_checkpoint",
@@ -124,7 +124,8 @@ class TrainConfig:
             raise ConfigError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.select not in ("val", "last"):
             raise ConfigError(f"select must be 'val' or 'last', got {self.select!r}")
-        if self.stop_after is not None and (not isinstance(self.stop_after, int) or self.stop_after < 1):
+        if self.stop_after is not None and (not isinstance(self.stop_after, int) or isinstance(self.stop_after, bool)
+                                            or self.stop_after < 1):
             raise ConfigError(f"stop_after must be a positive integer, got {self.stop_after!r}")
         if self.world_size != 1:
             raise ConfigError("only single-process training (world_size=1) is implemented; see softsym.train.Strategy")
@@ -300,6 +301,15 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, task, config: Optional[TrainConfig] = None, tuner=None,
                  strategy: Optional[Strategy] = None):
+        if config is not None and not isinstance(config, TrainConfig):
+            raise ConfigError(f"config must be a softsym.train.TrainConfig, got {type(config).__name__}; e.g. "
+                              "TrainConfig(**your_dict)")
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(f"Trainer needs a torch.nn.Module model, got {type(model).__name__}; build one with "
+                              "softsym.build_model(name, task)")
+        if not all(hasattr(task, a) for a in ("splits", "x_train", "y_train", "x_val", "y_val", "x_test", "y_test",
+                                              "rep_in", "rep_out", "group")):
+            raise ConfigError(f"Trainer needs a task from softsym.make_task(name, ...), got {type(task).__name__}")
         self.config = config or TrainConfig()
         self.config.validate()
         self.model, self.task = model, task
@@ -600,8 +610,12 @@ class Trainer:
                         step += 1
                         self._step_seconds += time.perf_counter() - t0
                         self._steps_timed += 1
-                        tot_loss += float(data_loss.detach()) * len(idx)
-                        tot_reg += float(reg.detach()) * len(idx)
+                        f_loss, f_reg = float(data_loss.detach()), float(reg.detach())
+                        if not (math.isfinite(f_loss) and math.isfinite(f_reg)):
+                            self._diverged("training loss" if not math.isfinite(f_loss) else "regularisation",
+                                           f_loss if not math.isfinite(f_loss) else f_reg, epoch, step, lr)
+                        tot_loss += f_loss * len(idx)
+                        tot_reg += f_reg * len(idx)
                         tot_n += len(idx)
                         if self.tuner is not None:
                             self.tuner.after_step(TunerContext(model=model, optimizer=self.optimizer, step=step,
@@ -618,6 +632,8 @@ class Trainer:
                         model.eval()
                         val = _mse64(self._predict(model, x_val), task.y_val)
                         row["val_mse"] = val
+                        if not math.isfinite(val):
+                            self._diverged("validation MSE", val, epoch, step, lr)
                         selectable = cfg.select == "val" and (epoch + 1 > select_after or epoch + 1 == cfg.epochs
                                                               and best["epoch"] is None)
                         if selectable and (val < best["val"] or best["epoch"] is None):
@@ -650,6 +666,11 @@ class Trainer:
                              history=list(sym.history) if sym is not None else [],
                              run_dir=str(self.run_dir) if self.run_dir else None, finished=False)
         return self._finish(best, best_state, step, train_seconds, sym)
+
+    def _diverged(self, what: str, value: float, epoch: int, step: int, lr: float) -> None:
+        where = f" (with another --run-dir, or --overwrite to replace {self.run_dir})" if self.run_dir is not None else ""
+        raise ModelError(f"training diverged: the {what} is {value} in epoch {epoch + 1} (optimizer step {step}, "
+                         f"lr {lr:g}); lower the learning rate (TrainConfig.lr / --lr) and start the run again{where}")
 
     def _finish(self, best, best_state, step, train_seconds, sym) -> FitResult:
         cfg, model = self.config, self.model

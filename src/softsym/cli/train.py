@@ -135,7 +135,9 @@ def register(app: typer.Typer) -> None:
                                                                "compare.json, compare.png, runs/ (finished runs "
                                                                "are reused when run again)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Retrain runs whose directory holds another "
-                                                                  "config (default: refuse)."),
+                                                                  "config, and replace a compare.json / compare.png "
+                                                                  "that softsym compare did not write (default: "
+                                                                  "refuse)."),
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
     ):
         """Train several models over seeds; print mean ± std test MSE, equivariance errors, strengths, sizes and
@@ -144,7 +146,7 @@ def register(app: typer.Typer) -> None:
 
         from ..data.synthetic import make_task
         from ..errors import ConfigError
-        from ..models import _check_reps, parse_model_name
+        from ..models import _check_reps, build_model, parse_model_name
         from ..report import beats, plot_comparison, summarize
         from ..train import default_config
 
@@ -153,17 +155,37 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--models is empty; give e.g. --models mlp,emlp,soft")
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-        # validate the task, every model's group and the training options before any training
-        tiny = make_task(task, n_train=2, n_val=1, n_test=1)
+        # validate the task, the split sizes, every model (built once) and the training options before any training
+        probe = make_task(task, n_train=n_train, n_val=n_val, n_test=n_test, seed=0)
+        labels: Dict[str, str] = {}
         for n in names:
-            _, group = parse_model_name(n)
+            kind, group = parse_model_name(n)
+            label = f"emlp:{group}" if group is not None else kind
+            if label in labels:
+                raise ConfigError(f"--models lists {label!r} twice ({labels[label]!r} and {n!r}); its runs would be "
+                                  "counted twice in the summary, so give every model once")
+            labels[label] = n
             if group is not None:
-                _check_reps(tiny, group, f"model {n!r}")
-            default_config(tiny, n, n_train=n_train, epochs=epochs, lr=lr, batch_size=batch_size,
+                _check_reps(probe, group, f"model {n!r}")
+            build_model(n, probe, ch=ch, num_layers=num_layers, seed=0)  # complex groups, bad ch / num_layers, ...
+            default_config(probe, n, n_train=n_train, epochs=epochs, lr=lr, batch_size=batch_size,
                            weight_decay=weight_decay, schedule=schedule).validate()
         out_dir = out or Path("softsym-compare") / _slug(task)
         if out_dir.exists() and not out_dir.is_dir():
             raise ConfigError(f"--out {out_dir} exists and is not a directory; choose a directory")
+        json_path, png_path = out_dir / "compare.json", out_dir / "compare.png"
+        if not overwrite:  # a compare.json / compare.png that softsym compare did not write is never replaced silently
+            prev = None
+            if json_path.exists():
+                try:
+                    prev = json.loads(json_path.read_text())
+                except (OSError, UnicodeDecodeError, ValueError):
+                    prev = None
+            ours = isinstance(prev, dict) and {"task", "models", "seeds", "summary", "runs"} <= set(prev)
+            for path in (json_path, png_path):
+                if path.exists() and not ours:
+                    raise ConfigError(f"{path} exists and was not written by softsym compare; use another --out, or "
+                                      "--overwrite to replace it")
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -219,7 +241,6 @@ def register(app: typer.Typer) -> None:
         payload = {"task": task, "models": names, "seeds": seeds, "n_train": n_train, "summary": summary,
                    "soft_beats": verdicts, "runs": [{k: v for k, v in r.items()} for r in runs],
                    "seconds": time.perf_counter() - t0}
-        json_path = out_dir / "compare.json"
         json_path.write_text(json.dumps(payload, indent=1, default=str))
-        png = plot_comparison(summary, runs, out_dir / "compare.png", title=f"{task}: test MSE")
+        png = plot_comparison(summary, runs, png_path, title=f"{task}: test MSE")
         console.print(f"wrote {json_path} and {png}", highlight=False)

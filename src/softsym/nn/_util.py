@@ -118,7 +118,15 @@ def factory_kwargs(dtype=None, device=None) -> dict:
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ConfigError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}")
-    return {"dtype": dtype, "device": torch.device("cpu") if device is None else torch.device(device)}
+    if device is None:
+        return {"dtype": dtype, "device": torch.device("cpu")}
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)  # an unknown or unavailable device (e.g. "cuda" on a CPU-only build) fails here
+    except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
+        raise ConfigError(f"device {device!r} is not usable here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                          "use 'cpu' or an available accelerator such as 'cuda:0'") from None
+    return {"dtype": dtype, "device": dev}
 
 
 class ExactBuffers(nn.Module):

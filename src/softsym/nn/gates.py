@@ -1,6 +1,7 @@
 """Gated nonlinearity (EMLP): scalars get swish, every non-scalar tensor copy is scaled by sigmoid(its gate)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,8 +70,9 @@ class GatedNonlinearity(nn.Module):
         self.rep = bind_rep(rep, group, "rep")
         self.out_features = self.rep.size
         self.in_features = self.out_features + num_gates(self.rep)
-        idx = torch.as_tensor(gate_indices(self.rep), device=fk["device"])
-        self.identity_gates = bool(torch.equal(idx.cpu(), torch.arange(self.out_features)))
+        gi = gate_indices(self.rep)
+        self.identity_gates = bool(np.array_equal(gi, np.arange(self.out_features)))  # from numpy: works on "meta" too
+        idx = torch.as_tensor(gi, device=fk["device"])
         self.register_buffer("gate_index", idx, persistent=False)
         self.swish_scale = float(swish_scale)
         if swish_path:

@@ -388,6 +388,8 @@ class SoftEMLP(_ModelMixin, nn.Module):
             if j not in self.symmetry.names:
                 raise ConfigError(f"unknown candidate {j!r}; candidates: {self.symmetry.names}")
             j = self.symmetry.names.index(j)
+        if not isinstance(j, (int, np.integer)) or isinstance(j, bool):  # int(0.5) would silently pick candidate 0
+            raise ConfigError(f"candidate must be an integer index or a name {self.symmetry.names}, got {j!r}")
         if not (0 <= int(j) < len(self.groups)):
             raise ConfigError(f"candidate index {j} out of range 0..{len(self.groups) - 1}")
         self._write_flat(self.projection.project(self.flat_parameters().detach(), int(j)))

@@ -442,8 +442,10 @@ class SoftTuner(StrengthTuner):
         self.t = 0
         specs = self._reps
         if specs is None:
-            specs = (getattr(self.model, "rep_in_expr", None) or getattr(self.model, "rep_in", None),
-                     getattr(self.model, "rep_out_expr", None) or getattr(self.model, "rep_out", None))
+            def first(*names):  # not `a or b`: a rep's truth value is its len(), which unbound reps refuse
+                return next((v for v in (getattr(self.model, n, None) for n in names) if v is not None), None)
+
+            specs = (first("rep_in_expr", "rep_in"), first("rep_out_expr", "rep_out"))
         if specs[0] is None or specs[1] is None:
             raise ConfigError("the soft tuner needs the model's reps: pass SoftTuner(reps=(rep_in, rep_out)) or use "
                               "a model with rep_in / rep_out (build_model sets them)")
