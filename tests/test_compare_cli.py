@@ -107,3 +107,22 @@ def test_compare_table_json_and_plot(capsys, tmp_path):
     assert code == 0
     again = json.loads((out_dir / "compare.json").read_text())
     assert [r["test_mse"] for r in again["runs"]] == [r["test_mse"] for r in data["runs"]]
+
+
+def test_candidates_option_reaches_the_soft_model_and_the_tables(capsys, tmp_path):
+    """--candidates replaces the task's candidate list of the soft models; its extra groups get an equivariance
+    column and a strength; absent strengths print '-'."""
+    code, out, err = _run(["compare", "--task", "mixed-inertia:none", "--models", "mlp,soft", "--seeds", "1",
+                           "--candidates", "O(3); O(2)@z ;Signs(3)", "--out", str(tmp_path / "cmp"), *TINY], capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    soft = next(r for r in saved["runs"] if r["model"] == "soft")
+    assert list(soft["strengths"]) == ["O(3)", "O(2)@z", "Signs(3)"]
+    assert "Signs(3)" in soft["equivariance"] and "O(2)@x" in soft["equivariance"]
+    assert "Signs(3)" in out
+    code, out, err = _run(["fit", "--task", "mixed-inertia:none", "--model", "soft", "--candidates", "O(3);O(3)",
+                           *TINY], capsys)
+    assert code == 2 and "twice" in (out + err) and "Traceback" not in (out + err)
+    code, out, err = _run(["fit", "--task", "mixed-inertia:none", "--model", "soft", "--candidates", " ; ", *TINY],
+                          capsys)
+    assert code == 2 and "--candidates is empty" in (out + err)

@@ -499,7 +499,11 @@ class Trainer:
 
     def _equivariance(self, m64) -> Dict:
         task = self.task
+        # the task's candidates, then any other candidate of the model (e.g. softsym fit --candidates)
         groups = list(dict.fromkeys(list(getattr(task, "candidates", ())) or [task.group]))
+        for g in getattr(self.model, "candidates", None) or ():
+            if isinstance(g, str) and g not in groups:
+                groups.append(g)
         n = min(self.config.equivariance_points, len(task.x_test))
         x = task.x_test[:n].double()
         res = {}

@@ -25,13 +25,13 @@ def _fmt(x) -> str:
 
 def _run_one(task_name: str, model_name: str, *, seed: int, n_train: int, n_val, n_test, epochs, ch, num_layers,
              lr, batch_size, weight_decay, tuner, run_dir, resume, overwrite, progress, eq_samples=16,
-             tuner_options=None, replace_different=False, schedule=None):
+             tuner_options=None, replace_different=False, schedule=None, candidates=None):
     from ..data import make_task
     from ..models import build_model
     from ..train import Trainer, default_config
 
     task = make_task(task_name, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
-    model = build_model(model_name, task, ch=ch, num_layers=num_layers, seed=seed)
+    model = build_model(model_name, task, ch=ch, num_layers=num_layers, seed=seed, **_candidate_opts(candidates))
     cfg = default_config(task, model_name, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                          schedule=schedule, seed=seed, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
                          tuner=tuner, equivariance_samples=eq_samples, tuner_options=tuner_options or {})
@@ -39,6 +39,28 @@ def _run_one(task_name: str, model_name: str, *, seed: int, n_train: int, n_val,
     if replace_different and run_dir and not trainer.same_run_in_dir():
         cfg.resume, cfg.overwrite = False, True
     return trainer.fit()
+
+
+_CANDIDATES_HELP = ("Candidate groups of the soft models (per, soft), separated by ';' (group specs contain commas), "
+                    "e.g. \"O(3);O(2)@z;Signs(3)\" (default: the task's candidates).")
+
+
+def _parse_candidates(text: Optional[str]) -> Optional[List[str]]:
+    """'O(3); O(2)@z' -> ['O(3)', 'O(2)@z'] (None when not given)."""
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    specs = [c.strip() for c in text.split(";") if c.strip()]
+    if not specs:
+        raise ConfigError("--candidates is empty; give group specs separated by ';', e.g. \"O(3);O(2)@z\"")
+    if len(set(specs)) != len(specs):
+        raise ConfigError(f"--candidates lists a group twice: {text!r}; give every candidate once")
+    return specs
+
+
+def _candidate_opts(candidates) -> Dict:
+    return {"candidates": list(candidates)} if candidates else {}
 
 
 def _print_fit(m: Dict) -> None:
@@ -93,6 +115,7 @@ def register(app: typer.Typer) -> None:
         weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="L2 weight decay."),
         schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: constant "
                                                                        "(EMLP tasks) or cosine (MixedInertia)."),
+        candidates: Optional[str] = typer.Option(None, "--candidates", help=_CANDIDATES_HELP),
         tuner: Optional[str] = typer.Option(None, "--tuner", help="Strength tuner: per, soft, none (default: the "
                                                                   "model's)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (config, metrics, checkpoints)."),
@@ -106,7 +129,7 @@ def register(app: typer.Typer) -> None:
         result = _run_one(task, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
                           num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                           schedule=schedule, tuner=tuner, run_dir=str(run_dir) if run_dir else None, resume=resume,
-                          overwrite=overwrite, progress=progress)
+                          overwrite=overwrite, progress=progress, candidates=_parse_candidates(candidates))
         m = {k: v for k, v in result.metrics.items() if k != "history"}
         if json_out:
             console.print_json(json.dumps(m))
@@ -121,6 +144,7 @@ def register(app: typer.Typer) -> None:
         models: str = typer.Option("mlp,emlp,rpp,per,soft", "--models", help="Comma-separated models. " + _MODEL_HELP),
         seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0 .. n-1): data, initialisation, batches."),
         n_train: int = typer.Option(1000, "--n-train"),
+        candidates: Optional[str] = typer.Option(None, "--candidates", help=_CANDIDATES_HELP),
         n_val: Optional[int] = typer.Option(None, "--n-val"),
         n_test: Optional[int] = typer.Option(None, "--n-test"),
         epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -150,6 +174,7 @@ def register(app: typer.Typer) -> None:
         from ..report import beats, plot_comparison, summarize
         from ..train import default_config
 
+        cand_list = _parse_candidates(candidates)
         names = [m.strip() for m in models.split(",") if m.strip()]
         if not names:
             raise ConfigError("--models is empty; give e.g. --models mlp,emlp,soft")
@@ -167,7 +192,8 @@ def register(app: typer.Typer) -> None:
             labels[label] = n
             if group is not None:
                 _check_reps(probe, group, f"model {n!r}")
-            build_model(n, probe, ch=ch, num_layers=num_layers, seed=0)  # complex groups, bad ch / num_layers, ...
+            build_model(n, probe, ch=ch, num_layers=num_layers, seed=0,  # complex groups, bad ch / num_layers, ...
+                        **_candidate_opts(cand_list))
             default_config(probe, n, n_train=n_train, epochs=epochs, lr=lr, batch_size=batch_size,
                            weight_decay=weight_decay, schedule=schedule).validate()
         out_dir = out or Path("softsym-compare") / _slug(task)
@@ -199,13 +225,15 @@ def register(app: typer.Typer) -> None:
                                   ch=ch, num_layers=num_layers, lr=lr, batch_size=batch_size,
                                   weight_decay=weight_decay, schedule=schedule, tuner=None,
                                   run_dir=str(run_dir), resume=True,
-                                  overwrite=False, progress=progress, replace_different=overwrite)
+                                  overwrite=False, progress=progress, replace_different=overwrite,
+                                  candidates=cand_list)
                 m = result.metrics
                 runs.append(m)
                 console.print(f"  {name:<14} seed {seed}: test MSE {m['test_mse']:.4e}  "
                               f"({m['train_seconds']:.1f} s)", highlight=False)
         summary = summarize(runs)
-        cands = list(runs[0].get("equivariance", {}))
+        cands = list(dict.fromkeys([c for m in runs for c in list(m.get("equivariance", {}))
+                                    + list(m.get("strengths") or {})]))
         table = Table(title=f"{task}: test MSE over {seeds} seed(s), N={n_train}")
         for col, just in (("model", "left"), ("test MSE (mean ± std)", "right"), ("params", "right"),
                           ("build", "right"), ("step", "right"), ("tuner", "right")):
@@ -220,7 +248,7 @@ def register(app: typer.Typer) -> None:
         for c in cands:
             eq.add_column(c, justify="right", no_wrap=True)
         for name, s in summary.items():
-            eq.add_row(name, *[f"{s['equivariance'].get(c, float('nan')):.2e}" for c in cands])
+            eq.add_row(name, *[f"{s['equivariance'][c]:.2e}" if c in s["equivariance"] else "-" for c in cands])
         console.print(eq)
         soft_models = {n: s for n, s in summary.items() if s["strengths"]}
         if soft_models:
@@ -229,7 +257,7 @@ def register(app: typer.Typer) -> None:
             for c in cands:
                 st.add_column(c, justify="right", no_wrap=True)
             for name, s in soft_models.items():
-                st.add_row(name, *[f"{s['strengths'].get(c, float('nan')):.3g}" for c in cands])
+                st.add_row(name, *[f"{s['strengths'][c]:.3g}" if c in s["strengths"] else "-" for c in cands])
             console.print(st)
         verdicts = {}
         if "soft" in summary and seeds >= 3:
