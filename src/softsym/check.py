@@ -30,6 +30,7 @@ from .metrics import (
     DEFAULT_N_SAMPLES,
     EquivarianceResult,
     _as_inputs,
+    check_seed,
     LieDerivativeResult,
     equivariance_error,
     lie_derivative_error,
@@ -262,8 +263,7 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
 
     Returns a :class:`CheckReport`; raises ModelError for unloadable models, wrong output shapes or NaN outputs.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed, allow_none=False)
     for v, name in ((exact_tol, "exact_tol"), (approx_tol, "approx_tol")):
         if v is None and name == "exact_tol":
             continue

@@ -316,6 +316,15 @@ def finite_elements(group: Group) -> Optional[np.ndarray]:
     return np.stack(out).astype(np.float64)
 
 
+def check_seed(seed, *, allow_none: bool = True) -> Optional[int]:
+    """The seed as an int (None passes when ``allow_none``); ConfigError for anything else (bools, floats, < 0)."""
+    if seed is None and allow_none:
+        return None
+    if seed is None or isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer{' or None' if allow_none else ''}, got {seed!r}")
+    return int(seed)
+
+
 def check_spread(spread) -> float:
     """The spread of a non-compact sampler as a float; ConfigError unless it is a finite number >= 0."""
     if isinstance(spread, bool) or not isinstance(spread, (int, float, np.integer, np.floating)) \

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ModelError
-from ..metrics import _check_output, model_dtype_device
-from .sampled import NORM_EPS, bind_reps, check_inputs, check_seed
+from ..metrics import _check_output, check_seed, model_dtype_device
+from .sampled import NORM_EPS, bind_reps, check_inputs
 from .symmetry import SoftSymmetry
 
 __all__ = ["LiePenalty"]

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, RepError
-from ..metrics import _check_output, check_spread, finite_elements, model_dtype_device, require_real_finite
+from ..metrics import _check_output, check_seed, check_spread, finite_elements, model_dtype_device, require_real_finite
 from ..reps.algebra import parse_rep
 from ..reps.base import Rep
 from .symmetry import SoftSymmetry
 
-__all__ = ["SampledPenalty", "bind_reps", "check_inputs", "check_seed"]
+__all__ = ["SampledPenalty", "bind_reps", "check_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,6 @@ def bind_reps(symmetry: SoftSymmetry, reps: Union[RepSpec, Sequence[RepSpec]], w
         raise ConfigError(f"{what} has different sizes for different candidates ({sorted(sizes)}); every candidate "
                           "must act on the same model inputs / outputs")
     return out
-
-
-def check_seed(seed) -> Optional[int]:
-    """The seed as an int (or None); ConfigError for anything else."""
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
-    return int(seed)
 
 
 def check_inputs(x, n_in: int, who: str) -> None:

@@ -212,13 +212,13 @@ class _FrameBase(nn.Module):
         t = pos.mean(dim=1)
         xc = pos - t[:, None, :]
         cov = xc.transpose(1, 2) @ xc / pos.shape[1]
+        w, v = torch.linalg.eigh(cov)
         if cov.requires_grad:
             # eigh's backward divides by eigenvalue gaps: a degenerate cloud (whose frames are detached anyway) would
             # put NaN into the gradient of the whole batch, so its covariance enters the decomposition detached
-            degenerate = ~self._generic(torch.linalg.eigvalsh(cov.detach()).flip(-1))
+            degenerate = ~self._generic(w.detach().flip(-1))
             if bool(degenerate.any()):
-                cov = torch.where(degenerate[:, None, None], cov.detach(), cov)
-        w, v = torch.linalg.eigh(cov)
+                w, v = torch.linalg.eigh(torch.where(degenerate[:, None, None], cov.detach(), cov))
         w, v = w.flip(-1), v.flip(-1)
         det = torch.linalg.det(v.detach())
         fix = torch.ones_like(w)

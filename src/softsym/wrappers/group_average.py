@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from ..groups.parse import parse_group
-from ..metrics import _check_output, act_each, finite_elements, model_dtype_device, require_real_finite
+from ..metrics import _check_output, act_each, check_seed, finite_elements, model_dtype_device, require_real_finite
 from ..reps.algebra import rep as _make_rep
 
 __all__ = ["GroupAverage", "DEFAULT_MC_SAMPLES"]
@@ -63,8 +63,7 @@ class GroupAverage(nn.Module):
         self.rep_out = _make_rep(rep_out, self.group)
         if self.group.is_complex:
             raise ConfigError(f"{self.group.name} is complex; GroupAverage supports real groups only")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
+        seed = check_seed(seed)
         if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer))
                                       or n_samples < 1):
             raise ConfigError(f"n_samples must be a positive integer or None, got {n_samples!r}")
