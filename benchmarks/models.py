@@ -53,13 +53,13 @@ QUICK_EPOCHS = {"emlp": 20, "per": 100}  # --quick: epochs per protocol
 QUICK_SEEDS = 1
 
 
-#: soft with extra candidates beside PER's four (reported in its own column, never in the targets): on "none",
+#: models with extra candidates beside PER's four (reported in their own column, never in the targets): on "none",
 #: y = I diag(2, 0, 1) keeps exactly the axis flips Signs(3) (a diagonal weighting commutes with diagonal signs).
-#: per+signs gives PER's tuner the same list (a fair comparison); soft+signs on o2z checks that the extra candidate
-#: costs nothing where a continuous group survives.
-EXTRA_CANDIDATES = {"soft+signs": ["Signs(3)"], "per+signs": ["Signs(3)"]}
+#: per+signs gives PER's tuner that group (soft finds it itself: its candidates include each candidate's finite
+#: skeleton, and Skeleton(O(3)) = Signs(3); the soft+signs column of model version 4 was the same idea by hand).
+EXTRA_CANDIDATES = {"per+signs": ["Signs(3)"]}
 #: variants on which each extra-candidate model runs
-EXTRA_VARIANTS = {"soft+signs": ("none", "o2z"), "per+signs": ("none",)}
+EXTRA_VARIANTS = {"per+signs": ("none",)}
 
 
 def mixed_models(variant: str):
@@ -115,7 +115,8 @@ DATA_VERSION = {"particle-interaction": 3}
 #: soft 3: the proximal step also shrinks the gradient before Adam.
 #: soft 4: two-stage fit (SoftTuner restart=True): the model restarts from its initialisation with the decided
 #: strengths.
-MODEL_VERSION = {"soft": 4, "soft+signs": 4, "per+signs": 1, "emlp": 2, "rpp": 2}
+#: soft 5: the candidates include each candidate's finite skeleton (Skeleton(O(3)) = Signs(3), ...).
+MODEL_VERSION = {"soft": 5, "per+signs": 1, "emlp": 2, "rpp": 2}
 
 
 def run_key(spec) -> str:
@@ -164,7 +165,7 @@ def run_one(spec, run_root=None, threads: int = 1):
     metrics = Trainer(model, task, cfg).fit().metrics
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["spec"] = spec
-    metrics["model"] = spec["model"]  # e.g. "soft+signs" (the network itself is a "soft" model)
+    metrics["model"] = spec["model"]  # e.g. "per+signs" (the network itself is a "per" model)
     metrics["key"] = run_key(spec)
     return metrics
 
@@ -225,12 +226,41 @@ def summarize_results(results):
             out["targets"].append({"target": f"{v}: soft no worse than per (per does not beat soft)",
                                    "pass": None if per_beats is None else not per_beats,
                                    "value": -d["mean"], "std": d["std"], "n_seeds": d["n"]})
+        order = _strength_order_check(v, [r for r in rs if r.get("model") == "soft"])
+        if order is not None:
+            out["targets"].append(order)
         ref = oracle(v)
         if ref and ref in s:
             ratio = s["soft"]["test_mse_mean"] / s[ref]["test_mse_mean"]
             out["targets"].append({"target": f"{v}: soft within 1.1x of {ref}", "value": ratio,
                                    "pass": ratio <= 1.1, "n_seeds": min(n, s[ref]["n_seeds"])})
     return out
+
+
+PER_CANDIDATES = ("O(3)", "O(2)@x", "O(2)@y", "O(2)@z")
+
+
+def _strength_order_check(variant: str, runs):
+    """Target "learned strengths put the surviving group first, all candidates high on o3", on every seed:
+    o3: each of PER's four >= 1/2 of the largest strength; o2a: O(2)@a >= 1e3 x each other of PER's four;
+    none (no O(2) survives): each of PER's four <= 1e-3 x the largest strength (a skeleton's)."""
+    rows = [r.get("strengths") or {} for r in runs]
+    if not rows or not all(set(PER_CANDIDATES) <= set(st) for st in rows):
+        return None
+    surviving = SURVIVING[variant]
+    ok = []
+    for st in rows:
+        top = max(st.values())
+        if variant == "o3":
+            ok.append(all(st[c] >= 0.5 * top for c in PER_CANDIDATES))
+        elif surviving is None:
+            ok.append(all(st[c] <= 1e-3 * top for c in PER_CANDIDATES))
+        else:
+            ok.append(all(st[surviving] >= 1e3 * st[c] for c in PER_CANDIDATES if c != surviving))
+    what = {"o3": "all of PER's four candidates high", None: "every O(2) and O(3) low (<= 1e-3 x the strongest)"}
+    label = what.get(variant if variant == "o3" else surviving, f"{surviving} first among PER's four (>= 1e3 x)")
+    return {"target": f"{variant}: soft strengths: {label}, every seed", "value": float(sum(ok)),
+            "pass": all(ok) if len(ok) >= 3 else None, "n_seeds": len(ok)}
 
 
 def print_summary(summary, header: str = ""):

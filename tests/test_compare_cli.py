@@ -35,7 +35,8 @@ def test_fit_json_and_resume(capsys, tmp_path):
     code, out, err = _run(args, capsys)
     assert code == 0, err
     first = json.loads(out)
-    assert first["model"] == "soft" and set(first["strengths"]) == {"O(3)", "O(2)@x", "O(2)@y", "O(2)@z"}
+    per4 = ["O(3)", "O(2)@x", "O(2)@y", "O(2)@z"]
+    assert first["model"] == "soft" and list(first["strengths"]) == per4 + [f"Skeleton({c})" for c in per4]
     assert "history" not in first
     code, out, err = _run(args, capsys)  # same run dir without --resume: refused, nothing lost
     assert code == 2 and "--resume" in err
@@ -96,7 +97,8 @@ def test_compare_table_json_and_plot(capsys, tmp_path):
         for r in data["runs"]:
             if r["model"] == name:
                 assert f"{name:<14} seed {r['seed']}: test MSE {r['test_mse']:.4e}" in out
-    assert summary["soft"]["strengths"] and set(summary["soft"]["strengths"]) == {"O(3)", "O(2)@x", "O(2)@y", "O(2)@z"}
+    per4 = {"O(3)", "O(2)@x", "O(2)@y", "O(2)@z"}
+    assert summary["soft"]["strengths"] and set(summary["soft"]["strengths"]) == per4 | {f"Skeleton({c})" for c in per4}
     assert summary["emlp:O(2)@z"]["equivariance"]["O(2)@z"] < 1e-10
     assert "±" in out and "soft beats" not in out  # table printed; the "beats" verdict needs >= 3 seeds
     for name in data["models"]:
@@ -117,7 +119,8 @@ def test_candidates_option_reaches_the_soft_model_and_the_tables(capsys, tmp_pat
     assert code == 0, err
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     soft = next(r for r in saved["runs"] if r["model"] == "soft")
-    assert list(soft["strengths"]) == ["O(3)", "O(2)@z", "Signs(3)"]
+    # + the skeleton of O(2)@z; Skeleton(O(3)) has the elements of Signs(3), already listed
+    assert list(soft["strengths"]) == ["O(3)", "O(2)@z", "Signs(3)", "Skeleton(O(2)@z)"]
     assert "Signs(3)" in soft["equivariance"] and "O(2)@x" in soft["equivariance"]
     assert "Signs(3)" in out
     code, out, err = _run(["fit", "--task", "mixed-inertia:none", "--model", "soft", "--candidates", "O(3);O(3)",
@@ -126,3 +129,19 @@ def test_candidates_option_reaches_the_soft_model_and_the_tables(capsys, tmp_pat
     code, out, err = _run(["fit", "--task", "mixed-inertia:none", "--model", "soft", "--candidates", " ; ", *TINY],
                           capsys)
     assert code == 2 and "--candidates is empty" in (out + err)
+
+
+def test_skeletons_switch(capsys, tmp_path):
+    """--no-skeletons keeps exactly the listed candidates; --skeletons reaches per in compare but not mlp; on a
+    model without candidates fit refuses it (exit 2, no traceback)."""
+    code, out, err = _run(["fit", "--task", "mixed-inertia:o2z", "--model", "soft", "--no-skeletons", "--json",
+                           *TINY], capsys)
+    assert code == 0, err
+    assert list(json.loads(out)["strengths"]) == ["O(3)", "O(2)@x", "O(2)@y", "O(2)@z"]
+    code, out, err = _run(["compare", "--task", "mixed-inertia:o2z", "--models", "mlp,per", "--seeds", "1",
+                           "--skeletons", "--out", str(tmp_path / "cmp"), *TINY], capsys)
+    assert code == 0, err
+    per = next(r for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())["runs"] if r["model"] == "per")
+    assert len(per["strengths"]) == 8 and list(per["strengths"])[-1] == "Skeleton(O(2)@z)"
+    code, out, err = _run(["fit", "--task", "mixed-inertia:o2z", "--model", "mlp", "--skeletons", *TINY], capsys)
+    assert code == 2 and "only the soft models" in (out + err) and "Traceback" not in (out + err)

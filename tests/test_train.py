@@ -79,8 +79,9 @@ def test_models_build_with_defaults_and_tuners(o2z):
     per = build_model("per", o2z, ch=8, num_layers=1)
     oracle = build_model("emlp:O(2)@z", o2z, ch=8, num_layers=1)
     assert soft.tuner_name == "soft" and per.tuner_name == "per" and oracle.tuner_name is None
-    assert soft.symmetry.names == ["O(3)", "O(2)@x", "O(2)@y", "O(2)@z"]
-    assert soft.residuals().shape == (4,)
+    per4 = ["O(3)", "O(2)@x", "O(2)@y", "O(2)@z"]
+    assert soft.symmetry.names == per4 + [f"Skeleton({c})" for c in per4]  # soft adds the finite skeletons
+    assert soft.residuals().shape == (8,) and per.symmetry.names == per4  # per keeps PER's list
     assert oracle.model_name == "emlp:O(2)@z" and oracle.spec["ch"] == 8
     a, b = build_model("mlp", o2z, ch=8, seed=3), build_model("mlp", o2z, ch=8, seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
@@ -179,7 +180,7 @@ def test_checkpoints_load_with_weights_only(o2z, tmp_path):
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert {"optimizer", "scheduler", "tuner", "symmetry", "rng", "epoch", "step", "best"} <= set(last)
     assert set(last["rng"]) == {"torch", "numpy", "python", "samplers"}
-    assert last["epoch"] == 2 and last["symmetry"]["strengths"].shape == (4,)
+    assert last["epoch"] == 2 and last["symmetry"]["strengths"].shape == (8,)  # PER's four + their skeletons
     assert last["tuner"]["name"] == "soft"
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["train"]["epochs"] == 2 and cfg["model"]["name"] == "soft" and cfg["tuner"]["name"] == "soft"

@@ -197,10 +197,26 @@ def test_per_tuner_puts_the_true_group_first_on_mixed_inertia_o2(axis):
     assert any(h.get("event") == "adjust" for h in res.history)
 
 
+PER_CANDIDATES = ("O(3)", "O(2)@x", "O(2)@y", "O(2)@z")
+SKELETONS = ("Skeleton(O(3))", "Skeleton(O(2)@x)", "Skeleton(O(2)@y)", "Skeleton(O(2)@z)")
+
+
 def test_soft_tuner_picks_the_surviving_axis_on_mixed_inertia_o2y():
     s = _tiny_run("soft", {}, epochs=40, variant="o2y").metrics["strengths"]
-    assert max(s, key=s.get) == "O(2)@y", s
-    assert all(v < 1e-3 * s["O(2)@y"] for k, v in s.items() if k != "O(2)@y"), s
+    assert tuple(s) == PER_CANDIDATES + SKELETONS  # soft adds every candidate's finite skeleton
+    cont = {k: s[k] for k in PER_CANDIDATES}
+    assert max(cont, key=cont.get) == "O(2)@y", s
+    assert all(v < 1e-3 * s["O(2)@y"] for k, v in cont.items() if k != "O(2)@y"), s
+    # y = I diag(1, 0, 1) commutes with every axis flip: all four skeletons (subgroups of Signs(3)) are symmetries
+    assert all(s[k] > 1e3 * max(v for c, v in cont.items() if c != "O(2)@y") for k in SKELETONS), s
+
+
+def test_soft_tuner_finds_the_axis_flips_when_every_continuous_candidate_breaks():
+    """MixedInertia 'none' keeps no O(2) but every axis flip: the skeletons are strong, PER's four weak."""
+    res = _tiny_run("soft", {}, epochs=40, variant="none")
+    norm = dict(zip(res.metrics["strengths"], res.history[-1]["normalised"]))
+    assert all(norm[k] <= 1e-2 for k in PER_CANDIDATES), norm  # every strength starts at 1 and fell
+    assert all(norm[k] >= 100.0 for k in SKELETONS), norm  # ... or grew
 
 
 def test_soft_tuner_moves_strengths_towards_the_true_group_on_mixed_inertia_o2z():
@@ -209,7 +225,7 @@ def test_soft_tuner_moves_strengths_towards_the_true_group_on_mixed_inertia_o2z(
     assert max(s, key=s.get) == "O(2)@z", s
     assert min(s, key=s.get) == "O(3)", s
     hist = res.history
-    assert len(hist) >= 5 and all(len(h["strengths"]) == 4 and len(h["residuals"]) == 4 for h in hist)
+    assert len(hist) >= 5 and all(len(h["strengths"]) == 8 and len(h["residuals"]) == 8 for h in hist)
     assert 0 < res.metrics["tuner_overhead_fraction"] < 1
 
 

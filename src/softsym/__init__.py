@@ -22,7 +22,7 @@ from .errors import (
 )
 from .groups import (
     C, D, DirectProduct, Embed, FiniteGroup, GLPlus, Group, Lorentz, O, O13, PermutationGroup, S, SL, SO,
-    SO11p, SO13, SO13p, SU, RubiksCube, Scaling, Signs, Sp, Trivial, Z, parse_group,
+    SO11p, SO13, SO13p, SU, RubiksCube, Scaling, Signs, Sp, Trivial, Z, finite_skeleton, parse_group,
 )
 from .reps import (
     Basis, Hom, Projector, Rep, Scalar, T, V, V0, Vdual, equivariant_basis, parse_rep,
@@ -61,7 +61,7 @@ __all__ = [
     "group", "rep", "Hom", "T", "V", "V0", "Vdual", "Scalar", "equivariant_basis", "Basis", "Projector",
     "Rep", "Group", "parse_group", "parse_rep", "defaults",
     "SO", "O", "SU", "SL", "GLPlus", "Sp", "Scaling", "O13", "SO13", "SO13p", "SO11p", "Lorentz",
-    "S", "Z", "C", "D", "Signs", "Trivial", "FiniteGroup", "PermutationGroup", "Embed", "DirectProduct",
+    "S", "Z", "C", "D", "Signs", "Trivial", "finite_skeleton", "FiniteGroup", "PermutationGroup", "Embed", "DirectProduct",
     "SoftsymError", "GroupError", "RepError", "RepParseError", "SolverError", "BasisTooLargeError",
     "CacheError", "ConfigError", "DataError", "ModelError", "__version__",
     "metrics", "nn", "soft", "wrappers", "check", "CheckReport",

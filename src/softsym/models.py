@@ -10,7 +10,10 @@ Names
 ``soft``           SoftEMLP over the task's candidate groups without the swish path (the strengths alone decide how
                    equivariant it is), penalties applied as proximal steps (``penalty="prox"``), strengths learned
                    by softsym's validation-test tuner (``SoftTuner``) in a pilot stage, after which the model
-                   restarts from its initialisation with those strengths (two-stage fit, ``restart=True``)
+                   restarts from its initialisation with those strengths (two-stage fit, ``restart=True``).
+                   The finite skeleton of every candidate (``Skeleton(O(3))`` = the axis flips Signs(3), see
+                   :mod:`softsym.groups.skeleton`) joins the candidates unless ``skeletons=False``, so a finite
+                   symmetry that survives when every continuous candidate breaks is found too.
 
 Every model is wrapped in :class:`Standardized`, which applies the task's normalisation: the inner network sees
 ``x / x_scale`` and predicts ``(y - y_mean) / y_std``; the wrapper returns raw-scale predictions, so losses and
@@ -178,7 +181,8 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
     seed : initialisation seed (the global torch RNG is left untouched).
     opts : passed to the network (e.g. ``basic_wd`` / ``equiv_wd`` for RPP, ``candidates`` or ``strengths``
            for per/soft), except ``gated_wd``: L2 weight (PER's code: 1.0) on the non-equivariant swish path
-           ``w_gated`` of rpp / per / soft, added to ``regularization()``.
+           ``w_gated`` of rpp / per / soft, added to ``regularization()``, and ``skeletons`` (per/soft; default
+           True for soft, False for per, PER's own list): add each candidate's finite skeleton as a candidate.
 
     >>> from softsym.data import make_task
     >>> m = build_model("emlp", make_task("inertia", n_train=8, n_val=4, n_test=4), ch=16)  # doctest: +SKIP
@@ -205,6 +209,16 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
 
     full = task.group
     candidates = tuple(opts.pop("candidates", None) or task.candidates)
+    skeletons = opts.pop("skeletons", kind == "soft")
+    if not isinstance(skeletons, bool):
+        raise ConfigError(f"skeletons must be True or False, got {skeletons!r}")
+    if skeletons and kind not in ("per", "soft"):
+        raise ConfigError(f"skeletons=True adds candidate groups, which only the soft models (per, soft) have; "
+                          f"model {name!r} has none")
+    if skeletons:
+        from .groups.skeleton import skeleton_candidates
+
+        candidates = candidates + tuple(spec for spec, _ in skeleton_candidates(candidates))
     gated_wd = float(opts.pop("gated_wd", 1.0 if kind in ("rpp", "per", "soft") else 0.0))  # PER's gated_wd
     group_spec = group_arg or full
     _check_reps(task, group_spec, f"model {name!r}")
@@ -243,8 +257,8 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
     model.candidates = candidates
     model.rep_in, model.rep_out = task.rep_in, task.rep_out
     model.spec = {"name": label, "task": task.name, "ch": ch, "num_layers": num_layers,
-                  "dtype": str(dtype).replace("torch.", ""), "seed": seed, "candidates": list(candidates),
-                  "gated_wd": gated_wd, "penalty": getattr(net, "penalty", None), "swish_path": kind in ("rpp", "per") or bool(opts.get("swish_path", False)),
+                  "dtype": str(dtype).replace("torch.", ""), "seed": seed, "candidates": [c if isinstance(c, str) else getattr(c, "name", repr(c)) for c in candidates],
+                  "skeletons": skeletons, "gated_wd": gated_wd, "penalty": getattr(net, "penalty", None), "swish_path": kind in ("rpp", "per") or bool(opts.get("swish_path", False)),
                   "options": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
                               for k, v in opts.items()}}
     return model

@@ -25,13 +25,15 @@ def _fmt(x) -> str:
 
 def _run_one(task_name: str, model_name: str, *, seed: int, n_train: int, n_val, n_test, epochs, ch, num_layers,
              lr, batch_size, weight_decay, tuner, run_dir, resume, overwrite, progress, eq_samples=16,
-             tuner_options=None, replace_different=False, schedule=None, candidates=None):
+             tuner_options=None, replace_different=False, schedule=None, candidates=None, skeletons=None,
+             strict_skeletons=True):
     from ..data import make_task
     from ..models import build_model
     from ..train import Trainer, default_config
 
     task = make_task(task_name, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
-    model = build_model(model_name, task, ch=ch, num_layers=num_layers, seed=seed, **_candidate_opts(candidates))
+    model = build_model(model_name, task, ch=ch, num_layers=num_layers, seed=seed,
+                        **_candidate_opts(candidates, model_name, skeletons, strict_skeletons))
     cfg = default_config(task, model_name, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                          schedule=schedule, seed=seed, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
                          tuner=tuner, equivariance_samples=eq_samples, tuner_options=tuner_options or {})
@@ -59,8 +61,21 @@ def _parse_candidates(text: Optional[str]) -> Optional[List[str]]:
     return specs
 
 
-def _candidate_opts(candidates) -> Dict:
-    return {"candidates": list(candidates)} if candidates else {}
+_SKELETONS_HELP = ("Add each candidate's finite skeleton (its discrete generators and the half-turns of its Lie "
+                   "generators, e.g. Skeleton(O(3)) = the axis flips) as an extra candidate of the soft models "
+                   "(default: on for soft, off for per).")
+
+
+def _candidate_opts(candidates, model_name: Optional[str] = None, skeletons: Optional[bool] = None,
+                    strict: bool = True) -> Dict:
+    """build_model options for --candidates / --skeletons. With strict=False (compare: several models) the
+    skeleton switch reaches only the soft models, whatever else is listed."""
+    from ..models import parse_model_name
+
+    opts: Dict = {"candidates": list(candidates)} if candidates else {}
+    if skeletons is not None and (strict or parse_model_name(model_name)[0] in ("per", "soft")):
+        opts["skeletons"] = bool(skeletons)
+    return opts
 
 
 def _print_fit(m: Dict) -> None:
@@ -116,6 +131,7 @@ def register(app: typer.Typer) -> None:
         schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: constant "
                                                                        "(EMLP tasks) or cosine (MixedInertia)."),
         candidates: Optional[str] = typer.Option(None, "--candidates", help=_CANDIDATES_HELP),
+        skeletons: Optional[bool] = typer.Option(None, "--skeletons/--no-skeletons", help=_SKELETONS_HELP),
         tuner: Optional[str] = typer.Option(None, "--tuner", help="Strength tuner: per, soft, none (default: the "
                                                                   "model's)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (config, metrics, checkpoints)."),
@@ -129,7 +145,8 @@ def register(app: typer.Typer) -> None:
         result = _run_one(task, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
                           num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                           schedule=schedule, tuner=tuner, run_dir=str(run_dir) if run_dir else None, resume=resume,
-                          overwrite=overwrite, progress=progress, candidates=_parse_candidates(candidates))
+                          overwrite=overwrite, progress=progress, candidates=_parse_candidates(candidates),
+                          skeletons=skeletons)
         m = {k: v for k, v in result.metrics.items() if k != "history"}
         if json_out:
             console.print_json(json.dumps(m))
@@ -145,6 +162,7 @@ def register(app: typer.Typer) -> None:
         seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0 .. n-1): data, initialisation, batches."),
         n_train: int = typer.Option(1000, "--n-train"),
         candidates: Optional[str] = typer.Option(None, "--candidates", help=_CANDIDATES_HELP),
+        skeletons: Optional[bool] = typer.Option(None, "--skeletons/--no-skeletons", help=_SKELETONS_HELP),
         n_val: Optional[int] = typer.Option(None, "--n-val"),
         n_test: Optional[int] = typer.Option(None, "--n-test"),
         epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -193,7 +211,7 @@ def register(app: typer.Typer) -> None:
             if group is not None:
                 _check_reps(probe, group, f"model {n!r}")
             build_model(n, probe, ch=ch, num_layers=num_layers, seed=0,  # complex groups, bad ch / num_layers, ...
-                        **_candidate_opts(cand_list))
+                        **_candidate_opts(cand_list, n, skeletons, strict=False))
             default_config(probe, n, n_train=n_train, epochs=epochs, lr=lr, batch_size=batch_size,
                            weight_decay=weight_decay, schedule=schedule).validate()
         out_dir = out or Path("softsym-compare") / _slug(task)
@@ -226,7 +244,7 @@ def register(app: typer.Typer) -> None:
                                   weight_decay=weight_decay, schedule=schedule, tuner=None,
                                   run_dir=str(run_dir), resume=True,
                                   overwrite=False, progress=progress, replace_different=overwrite,
-                                  candidates=cand_list)
+                                  candidates=cand_list, skeletons=skeletons, strict_skeletons=False)
                 m = result.metrics
                 runs.append(m)
                 console.print(f"  {name:<14} seed {seed}: test MSE {m['test_mse']:.4e}  "

@@ -5,6 +5,8 @@ Grammar (whitespace ignored)::
     spec    := factor ('*' factor)*            direct product (Kronecker action), also '×'
     factor  := atom ('@' where)*
     atom    := base | '(' spec ')'             brackets nest, e.g. "(O(2)*S(2))@[0,1,2,3]:5"
+             | 'Skeleton(' spec ')'            its finite skeleton: discrete generators and the half-turns
+                                               of its Lie generators, e.g. "Skeleton(O(3))" = Signs(3)
     where   := 'x' | 'y' | 'z'                 a 2-d group about that axis of R^3, e.g. "O(2)@z"
              | '[' i, j, ... ']' [':' d]       acting on those coordinates of R^d, e.g. "SO(3)@[1,2,3]:4"
     base    := SO(n) | O(n) | SU(n) | SL(n) | GL+(n) | Sp(2m) | Scaling(n)
@@ -35,7 +37,8 @@ _FIXED: Dict[str, Callable[[], Group]] = {
     "RUBIKSCUBE": RubiksCube, "RUBIKS": RubiksCube,
 }
 GROUP_NAMES = ["SO(n)", "O(n)", "SU(n)", "SL(n)", "GL+(n)", "Sp(2m)", "Scaling(n)", "O(1,3)", "Lorentz",
-               "SO(1,3)", "SO+(1,3)", "SO+(1,1)", "S(n)", "Z(n)", "C(k)", "D(k)", "Signs(n)", "Trivial(n)", "RubiksCube"]
+               "SO(1,3)", "SO+(1,3)", "SO+(1,1)", "S(n)", "Z(n)", "C(k)", "D(k)", "Signs(n)", "Trivial(n)", "RubiksCube",
+               "Skeleton(<group>)"]
 
 _BASE = re.compile(r"^([A-Za-z]+\+?)\((\d+)\)$")
 _WHERE_PREFIX = re.compile(r"^\[(\d+(?:,\d+)*)\](?::(\d+))?")
@@ -100,6 +103,8 @@ class _Parser:
         start = self.i
         while self.i < len(self.text) and (self.text[self.i].isalnum() or self.text[self.i] in "+_"):
             self.i += 1
+        if self.text[start:self.i].upper() == "SKELETON" and self.peek() == "(":
+            return self.skeleton(start)
         if self.peek() == "(":  # arguments of the base, e.g. O(3), SO(1,3)
             close = self.text.find(")", self.i)
             if close < 0:
@@ -111,6 +116,23 @@ class _Parser:
             raise _fail(self.spec, f"expected a group name at position {start}, found {what}"
                         + (" (empty factor around '*')" if self.peek() in ("*", "") else ""))
         return _parse_base(text, self.spec)
+
+    def skeleton(self, start: int) -> Group:
+        from .skeleton import finite_skeleton
+
+        self.i += 1
+        inner_start = self.i
+        group = self.product()
+        if self.peek() != ")":
+            raise _fail(self.spec, f"missing ')' closing Skeleton( at position {self.i}")
+        inner = self.text[inner_start:self.i]
+        self.i += 1
+        skel = finite_skeleton(group, name=f"Skeleton({inner})")
+        if skel is None:
+            raise GroupError(f"Skeleton({inner}) is trivial or too large: {group.name} has no discrete generators and "
+                             "no Lie generator whose half-turn has finite order (boosts, scalings and nilpotent "
+                             "generators have none); list a finite group explicitly instead")
+        return skel
 
     def where(self, group: Group) -> Group:
         rest = self.text[self.i:]
