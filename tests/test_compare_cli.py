@@ -123,6 +123,8 @@ def test_candidates_option_reaches_the_soft_model_and_the_tables(capsys, tmp_pat
     assert list(soft["strengths"]) == ["O(3)", "O(2)@z", "Signs(3)", "Skeleton(O(2)@z)"]
     assert "Signs(3)" in soft["equivariance"] and "O(2)@x" in soft["equivariance"]
     assert "Signs(3)" in out
+    # one row per group: every candidate name printed whole (columns are models, not groups)
+    assert all(re.search(rf"^│ {re.escape(g)} +│", out, re.M) for g in soft["strengths"]), out
     code, out, err = _run(["fit", "--task", "mixed-inertia:none", "--model", "soft", "--candidates", "O(3);O(3)",
                            *TINY], capsys)
     assert code == 2 and "twice" in (out + err) and "Traceback" not in (out + err)

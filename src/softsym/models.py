@@ -215,15 +215,15 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
     if skeletons and kind not in ("per", "soft"):
         raise ConfigError(f"skeletons=True adds candidate groups, which only the soft models (per, soft) have; "
                           f"model {name!r} has none")
-    if skeletons:
-        from .groups.skeleton import skeleton_candidates
-
-        candidates = candidates + tuple(spec for spec, _ in skeleton_candidates(candidates))
     gated_wd = float(opts.pop("gated_wd", 1.0 if kind in ("rpp", "per", "soft") else 0.0))  # PER's gated_wd
     group_spec = group_arg or full
     _check_reps(task, group_spec, f"model {name!r}")
     for c in candidates:
         _check_reps(task, c, f"candidate {c!r}")
+    if skeletons:  # after the checks: a candidate on the wrong space fails at once, not after its skeleton
+        from .groups.skeleton import skeleton_candidates
+
+        candidates = candidates + tuple(spec for spec, _ in skeleton_candidates(candidates))
     label = f"emlp:{group_arg}" if group_arg else kind
 
     t0 = time.perf_counter()

@@ -33,7 +33,7 @@ def print_report(report) -> None:
         "'plain' is ||f(gx) - g f(x)|| / ||f(x)||; Lie errors are ||L_A f|| / (||f(x)|| ||A||)."
     )
     table = Table(title="equivariance per group")
-    table.add_column("group", justify="left")
+    table.add_column("group", justify="left", overflow="fold", min_width=10)
     table.add_column("n", justify="right")
     for col in ("mean", "max", "plain max", "Lie max"):
         table.add_column(col, justify="right", no_wrap=True, min_width=7)

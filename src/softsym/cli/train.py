@@ -261,21 +261,25 @@ def register(app: typer.Typer) -> None:
                           f"{s['build_seconds']:.2f} s", f"{s['step_seconds'] * 1e3:.1f} ms",
                           f"{100 * s['tuner_overhead_fraction']:.1f}%" if s["tuner_overhead_fraction"] else "-")
         console.print(table)
+        # one row per candidate group, one column per model: soft models can have many candidates (the task's
+        # and their skeletons), models are few, so the tables stay readable on an 80-column terminal
         eq = Table(title="equivariance error (scale-adjusted, float64, mean over seeds)")
-        eq.add_column("model", no_wrap=True)
+        eq.add_column("group", no_wrap=True)
+        for name in summary:
+            eq.add_column(name, justify="right")
         for c in cands:
-            eq.add_column(c, justify="right", no_wrap=True)
-        for name, s in summary.items():
-            eq.add_row(name, *[f"{s['equivariance'][c]:.2e}" if c in s["equivariance"] else "-" for c in cands])
+            eq.add_row(c, *[f"{s['equivariance'][c]:.2e}" if c in s["equivariance"] else "-"
+                            for s in summary.values()])
         console.print(eq)
         soft_models = {n: s for n, s in summary.items() if s["strengths"]}
         if soft_models:
             st = Table(title="final strengths lambda_j (geometric mean over seeds)")
-            st.add_column("model", no_wrap=True)
+            st.add_column("group", no_wrap=True)
+            for name in soft_models:
+                st.add_column(name, justify="right")
             for c in cands:
-                st.add_column(c, justify="right", no_wrap=True)
-            for name, s in soft_models.items():
-                st.add_row(name, *[f"{s['strengths'][c]:.3g}" if c in s["strengths"] else "-" for c in cands])
+                st.add_row(c, *[f"{s['strengths'][c]:.3g}" if c in s["strengths"] else "-"
+                                for s in soft_models.values()])
             console.print(st)
         verdicts = {}
         if "soft" in summary and seeds >= 3:

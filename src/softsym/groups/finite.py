@@ -14,6 +14,10 @@ __all__ = ["FiniteGroup", "PermutationGroup", "S", "Z", "C", "D", "Trivial", "Ru
 #: Finite groups with at most this many elements are enumerated once and sampled exactly uniformly;
 #: larger ones (e.g. the Rubik's cube group) are sampled by a long random walk on the generators.
 ENUMERATE_MAX = 50_000
+#: Enumerations stop before their element matrices hold more than this many entries (128 MB of float64), so a group
+#: acting on a large space (e.g. the Rubik's cube group on R^48) is refused in a fraction of a second.
+MAX_ENTRIES = 1 << 24
+_PRODUCT_CHUNK = 4096  # products formed at once by the signed-permutation closure
 
 
 def _element_key(g: np.ndarray) -> bytes:
@@ -29,6 +33,82 @@ def _perm_matrix(perm: Sequence[int]) -> np.ndarray:
     return m
 
 
+def _order_bound(d: int, max_order: int) -> int:
+    """Most elements an enumeration in R^d may reach: max_order, capped by the MAX_ENTRIES memory budget."""
+    return max(1, min(int(max_order), MAX_ENTRIES // (d * d)))
+
+
+def _is_signed_permutation(gens: np.ndarray) -> bool:
+    """Every matrix is real with one entry +-1 in each row and column and zeros elsewhere."""
+    if np.iscomplexobj(gens) or not len(gens):
+        return False
+    nz = gens != 0
+    return bool(np.all(nz.sum(-1) == 1) and np.all(nz.sum(-2) == 1) and np.all(np.abs(gens[nz]) == 1))
+
+
+def _signed_permutation_closure(gens: np.ndarray, max_order: int) -> Optional[np.ndarray]:
+    """Closure of signed permutation matrices at O(d) per product (why: fast and exact in any dimension).
+
+    An element g is kept as the integer vector g @ (1, ..., d), which determines it: entry i is s (j + 1) when
+    row i of g is s e_j. Products act on these vectors by indexing; the matrices are built once at the end."""
+    d = gens.shape[-1]
+    cols = np.abs(gens).argmax(-1)  # (m, d): column of the non-zero entry of each row
+    signs = np.take_along_axis(gens, cols[..., None], -1)[..., 0].astype(np.int64)  # (m, d)
+    start = np.arange(1, d + 1, dtype=np.int64)
+    found = {start.tobytes(): start}
+    frontier = start[None]
+    chunk = max(1, _PRODUCT_CHUNK // len(gens))  # frontier rows per step: bounded memory with many generators
+    while len(frontier):
+        nxt = []
+        for lo in range(0, len(frontier), chunk):
+            products = (frontier[lo:lo + chunk, cols] * signs).reshape(-1, d)  # row (n, k): gens[k] @ frontier[n]
+            for w in products:
+                k = w.tobytes()
+                if k not in found:
+                    found[k] = w
+                    nxt.append(w)
+                    if len(found) > max_order:
+                        return None
+        frontier = np.stack(nxt) if nxt else frontier[:0]
+    vecs = np.stack(list(found.values()))
+    els = np.zeros((len(vecs), d, d))
+    n, i = np.meshgrid(np.arange(len(vecs)), np.arange(d), indexing="ij")
+    els[n, i, np.abs(vecs) - 1] = np.sign(vecs)
+    return els
+
+
+def _matrix_closure(gens: np.ndarray, max_order: int) -> Optional[np.ndarray]:
+    """All products of ``gens`` (breadth first), or None once there are more than ``max_order``."""
+    eye = np.eye(gens.shape[-1], dtype=gens.dtype)
+    found = {_element_key(eye): eye}
+    frontier = [eye]
+    while frontier:
+        nxt = []
+        for g in frontier:
+            for h in gens:
+                e = h @ g
+                if not np.all(np.abs(e) < 1e12):  # an element of infinite order (e.g. x -> 2x) grows without bound
+                    return None
+                k = _element_key(e)
+                if k not in found:
+                    found[k] = e
+                    nxt.append(e)
+                    if len(found) > max_order:
+                        return None
+        frontier = nxt
+    return np.stack(list(found.values()))
+
+
+def _closure(gens: np.ndarray, max_order: int) -> Optional[np.ndarray]:
+    """All products of ``gens`` (identity first), or None when there are more than ``max_order`` or more than the
+    MAX_ENTRIES memory budget allows in this dimension."""
+    bound = _order_bound(gens.shape[-1], max_order)
+    if _is_signed_permutation(gens):
+        return _signed_permutation_closure(gens, bound)
+    return _matrix_closure(gens, bound)
+
+
+
 class FiniteGroup(Group):
     """A finite matrix group given by discrete generators; exact uniform sampling when enumerable."""
 
@@ -37,24 +117,11 @@ class FiniteGroup(Group):
 
     @cached_property
     def _elements(self) -> Optional[np.ndarray]:
-        """All elements (BFS closure over the generators), or None when there are more than ENUMERATE_MAX."""
-        d = self.d
-        eye = np.eye(d, dtype=self.discrete_np.dtype)
-        found = {_element_key(eye): eye}
-        frontier = [eye]
-        while frontier:
-            nxt = []
-            for g in frontier:
-                for h in self.discrete_np:
-                    e = h @ g
-                    k = _element_key(e)
-                    if k not in found:
-                        found[k] = e
-                        nxt.append(e)
-                        if len(found) > ENUMERATE_MAX:
-                            return None
-            frontier = nxt
-        return np.stack(list(found.values()))
+        """All elements (closure over the generators), or None when there are more than ENUMERATE_MAX (or than
+        fit in MAX_ENTRIES)."""
+        if not len(self.discrete_np):
+            return np.eye(self.d)[None]
+        return _closure(self.discrete_np, ENUMERATE_MAX)
 
     @property
     def order(self) -> Optional[int]:
@@ -66,7 +133,8 @@ class FiniteGroup(Group):
         """All group elements (order, d, d); raises for groups too large to enumerate."""
         els = self._elements
         if els is None:
-            raise GroupError(f"{self.name} has more than {ENUMERATE_MAX} elements; it cannot be enumerated")
+            raise GroupError(f"{self.name} has more than {_order_bound(self.d, ENUMERATE_MAX)} elements in R^{self.d}; "
+                             "it cannot be enumerated (sample it with .sample(n) instead)")
         return els
 
     def _sample_np(self, n, rng, spread):

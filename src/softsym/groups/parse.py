@@ -118,21 +118,16 @@ class _Parser:
         return _parse_base(text, self.spec)
 
     def skeleton(self, start: int) -> Group:
+        """'Skeleton(' spec ')': the finite skeleton, named by the inner group's canonical name ("skeleton(o(3))"
+        is "Skeleton(O(3))", as "o(3)" is "O(3)"); a trivial or too large one raises saying which."""
         from .skeleton import finite_skeleton
 
         self.i += 1
-        inner_start = self.i
         group = self.product()
         if self.peek() != ")":
             raise _fail(self.spec, f"missing ')' closing Skeleton( at position {self.i}")
-        inner = self.text[inner_start:self.i]
         self.i += 1
-        skel = finite_skeleton(group, name=f"Skeleton({inner})")
-        if skel is None:
-            raise GroupError(f"Skeleton({inner}) is trivial or too large: {group.name} has no discrete generators and "
-                             "no Lie generator whose half-turn has finite order (boosts, scalings and nilpotent "
-                             "generators have none); list a finite group explicitly instead")
-        return skel
+        return finite_skeleton(group, strict=True)
 
     def where(self, group: Group) -> Group:
         rest = self.text[self.i:]
