@@ -118,3 +118,18 @@ def test_build_model_adds_skeletons_to_soft_only():
         build_model("soft", task, ch=8, num_layers=1, skeletons="yes")
     # the model's strengths and residuals cover every candidate, skeletons included
     assert soft.residuals().shape == (8,)
+
+
+def test_candidates_get_canonical_names_and_are_listed_once():
+    """'o(3)' and ' O(2)@z ' are O(3) and O(2)@z in the model, its skeletons and the trainer's metrics."""
+    task = make_task("mixed-inertia:none", n_train=8, n_val=4, n_test=4, seed=0)
+    m = build_model("soft", task, ch=8, num_layers=1, candidates=["o(3)", " O(2)@z "])
+    assert list(m.candidates) == ["O(3)", "O(2)@z", "Skeleton(O(3))", "Skeleton(O(2)@z)"]
+    assert m.symmetry.names == list(m.candidates)
+    with pytest.raises(ConfigError, match="same group"):
+        build_model("soft", task, ch=8, num_layers=1, candidates=["o(3)", "O(3)"])
+    with pytest.raises(ConfigError, match="wrap it in a list"):
+        build_model("soft", task, ch=8, num_layers=1, candidates="O(3)")
+    from softsym.groups.parse import canonical_spec
+
+    assert canonical_spec("lorentz") == "O(1,3)" and canonical_spec(" so(3) ") == "SO(3)"

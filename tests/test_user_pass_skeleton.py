@@ -92,7 +92,7 @@ def test_skeleton_names_are_canonical():
     assert [s for s, _ in skeleton_candidates(["o(3)", "O(3)"])] == ["Skeleton(O(3))"]  # one skeleton, once
     task = make_task("mixed-inertia:none", n_train=8, n_val=4, n_test=4, seed=0)
     m = build_model("soft", task, ch=8, num_layers=1, candidates=["o(3)", "O(2)@z"])
-    assert list(m.candidates) == ["o(3)", "O(2)@z", "Skeleton(O(3))", "Skeleton(O(2)@z)"]
+    assert list(m.candidates) == ["O(3)", "O(2)@z", "Skeleton(O(3))", "Skeleton(O(2)@z)"]  # canonical names
     assert m.spec["candidates"][2:] == ["Skeleton(O(3))", "Skeleton(O(2)@z)"]
 
 

@@ -297,9 +297,8 @@ def finite_elements(group: Group) -> Optional[np.ndarray]:
     """Distinct elements (order, d, d) of an enumerable finite group, or None.
 
     Finite groups are FiniteGroup instances and any compact group without Lie algebra (direct products and
-    embeddings of finite groups). Deduplicated here with -0.0 folded into 0.0: FiniteGroup's enumeration keys on
-    rounded bytes, where -0.0 and 0.0 differ, which can list an element twice (e.g. D(6) enumerates 16 matrices
-    for 12 elements).
+    embeddings of finite groups). Deduplicated once more with -0.0 folded into 0.0 (as FiniteGroup's element keys
+    do today; older enumerations keyed on raw rounded bytes and listed D(6) as 16 matrices for 12 elements).
     """
     if not isinstance(group, FiniteGroup):
         if len(group.lie_np) or group.is_complex or not group.is_compact:

@@ -168,6 +168,24 @@ def _check_reps(task, group_spec: str, what: str):
     return group
 
 
+def _canonical_candidates(candidates) -> tuple:
+    """Candidate specs under their canonical names ("o(3)" -> "O(3)"; Groups pass through); a group listed twice
+    (under any spelling) raises ConfigError."""
+    from .groups.parse import canonical_spec, parse_group
+
+    if isinstance(candidates, str):
+        raise ConfigError(f"candidates must be a list of group specs, got the string {candidates!r}; "
+                          f"wrap it in a list: [{candidates!r}]")
+    out, keys = [], {}
+    for c in candidates:
+        key = parse_group(c).key
+        if key in keys:
+            raise ConfigError(f"candidate {c!r} is the same group as {keys[key]!r}; list every candidate once")
+        keys[key] = c
+        out.append(canonical_spec(c) if isinstance(c, str) else c)
+    return tuple(out)
+
+
 def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 3, dtype=torch.float32,
                 seed: int = 0, **opts) -> Standardized:
     """Build a model for ``task`` (a :class:`softsym.data.Task`) by name, initialised from ``seed``.
@@ -208,7 +226,7 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
         raise ModelError(f"softsym.nn is not available ({exc}); models cannot be built") from None
 
     full = task.group
-    candidates = tuple(opts.pop("candidates", None) or task.candidates)
+    candidates = _canonical_candidates(opts.pop("candidates", None) or task.candidates)
     skeletons = opts.pop("skeletons", kind == "soft")
     if not isinstance(skeletons, bool):
         raise ConfigError(f"skeletons must be True or False, got {skeletons!r}")

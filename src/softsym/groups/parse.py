@@ -24,7 +24,7 @@ from .classical import GLPlus, O, O13, SL, SO, SO11p, SO13, SO13p, SU, Scaling, 
 from .compose import Embed
 from .finite import C, D, RubiksCube, S, Signs, Trivial, Z
 
-__all__ = ["parse_group", "GROUP_GRAMMAR", "GROUP_NAMES"]
+__all__ = ["parse_group", "canonical_spec", "GROUP_GRAMMAR", "GROUP_NAMES"]
 
 GROUP_GRAMMAR = __doc__.split("Grammar (whitespace ignored)::", 1)[1].strip("\n")
 
@@ -156,3 +156,15 @@ def parse_group(spec) -> Group:
     if not text:
         raise _fail(spec, "the spec is empty")
     return _Parser(text, spec).parse()
+
+
+def canonical_spec(spec: str) -> str:
+    """The group's own name when it parses back to the same group ("o(3)" -> "O(3)", "Lorentz" -> "O(1,3)"), else
+    the spec without surrounding whitespace: so tables, configs and metrics name one group one way."""
+    group = parse_group(spec)
+    try:
+        if parse_group(group.name).key == group.key:
+            return group.name
+    except GroupError:
+        pass
+    return spec.strip()

@@ -127,19 +127,6 @@ def _element_set(group: Group) -> Optional[frozenset]:
     return None if els is None or len(els) > SKELETON_MAX_ORDER else frozenset(_element_key(e) for e in els)
 
 
-def _skeleton_label(spec: str, group: Group) -> str:
-    """"Skeleton(<canonical name>)" when the group's name parses back to it (e.g. "o(3)" -> "Skeleton(O(3))", so
-    tables name a group one way), else "Skeleton(<spec as given>)"."""
-    from .parse import parse_group
-
-    try:
-        if parse_group(group.name).key == group.key:
-            return f"Skeleton({group.name})"
-    except GroupError:
-        pass
-    return f"Skeleton({spec.strip()})"
-
-
 def _as_candidate_list(candidates) -> list:
     """The candidates as a list; a lone spec or Group (an easy slip) is refused with how to fix it."""
     if isinstance(candidates, (str, Group)):
@@ -161,7 +148,7 @@ def skeleton_candidates(candidates: Sequence[Union[str, Group]]) -> List[Tuple[U
     the same elements are one candidate (the first listed is kept). A candidate without Lie algebra is its own
     skeleton, so it adds nothing (and is not enumerated beyond SKELETON_MAX_ORDER elements).
     """
-    from .parse import parse_group
+    from .parse import canonical_spec, parse_group
 
     candidates = _as_candidate_list(candidates)
     groups = [parse_group(c) for c in candidates]
@@ -170,7 +157,7 @@ def skeleton_candidates(candidates: Sequence[Union[str, Group]]) -> List[Tuple[U
     for c, g in zip(candidates, groups):
         if not len(g.lie_np):
             continue
-        label = _skeleton_label(c, g) if isinstance(c, str) else None
+        label = f"Skeleton({canonical_spec(c)})" if isinstance(c, str) else None
         skel = finite_skeleton(g, name=label)
         if skel is None:
             continue
