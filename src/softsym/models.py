@@ -275,8 +275,10 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
     model.candidates = candidates
     model.rep_in, model.rep_out = task.rep_in, task.rep_out
     model.spec = {"name": label, "task": task.name, "ch": ch, "num_layers": num_layers,
-                  "dtype": str(dtype).replace("torch.", ""), "seed": seed, "candidates": [c if isinstance(c, str) else getattr(c, "name", repr(c)) for c in candidates],
-                  "skeletons": skeletons, "gated_wd": gated_wd, "penalty": getattr(net, "penalty", None), "swish_path": kind in ("rpp", "per") or bool(opts.get("swish_path", False)),
+                  "dtype": str(dtype).replace("torch.", ""), "seed": seed,
+                  "candidates": [c if isinstance(c, str) else getattr(c, "name", repr(c)) for c in candidates],
+                  "skeletons": skeletons, "gated_wd": gated_wd, "penalty": getattr(net, "penalty", None),
+                  "swish_path": kind in ("rpp", "per") or bool(opts.get("swish_path", False)),
                   "options": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
                               for k, v in opts.items()}}
     return model

@@ -108,7 +108,6 @@ def _closure(gens: np.ndarray, max_order: int) -> Optional[np.ndarray]:
     return _matrix_closure(gens, bound)
 
 
-
 class FiniteGroup(Group):
     """A finite matrix group given by discrete generators; exact uniform sampling when enumerable."""
 
