@@ -15,7 +15,7 @@ import torch
 from ..errors import GroupError
 from .sampling import exp_batch
 
-__all__ = ["Group", "as_generator_array"]
+__all__ = ["Group", "as_generator_array", "are_signed_permutations"]
 
 _NUM_TOL = 1e-12
 
@@ -58,6 +58,16 @@ def as_generator_array(mats, d: Optional[int], what: str) -> np.ndarray:
     if np.iscomplexobj(arr) and np.abs(arr.imag).max() == 0:
         arr = arr.real.copy()
     return arr
+
+
+def are_signed_permutations(mats: np.ndarray, atol: float = 0.0) -> bool:
+    """Every matrix of (k, d, d) ``mats`` is real with one non-zero entry per row and column, equal to +-1 within
+    ``atol`` (an empty stack is vacuously True)."""
+    if np.iscomplexobj(mats):
+        return False
+    nz = np.abs(mats) > 0
+    return bool(np.all(nz.sum(-1) == 1) and np.all(nz.sum(-2) == 1)
+                and np.all(np.abs(np.abs(mats[nz]) - 1.0) <= atol))
 
 
 class Group:
@@ -164,15 +174,7 @@ class Group:
     @cached_property
     def is_signed_permutation(self) -> bool:
         """No Lie algebra and every discrete generator is a signed permutation matrix."""
-        if len(self._lie) or self.is_complex:
-            return False
-        for h in self._disc:
-            nz = np.abs(h) > 0
-            if not (np.all(nz.sum(0) == 1) and np.all(nz.sum(1) == 1)):
-                return False
-            if not np.all(np.isclose(np.abs(h[nz]), 1.0, rtol=0, atol=1e-14)):
-                return False
-        return True
+        return not len(self._lie) and not self.is_complex and are_signed_permutations(self._disc, atol=1e-14)
 
     @cached_property
     def key(self) -> str:

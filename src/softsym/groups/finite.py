@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import GroupError
-from .base import Group
+from .base import Group, are_signed_permutations
 
 __all__ = ["FiniteGroup", "PermutationGroup", "S", "Z", "C", "D", "Trivial", "RubiksCube", "ENUMERATE_MAX"]
 
@@ -36,14 +36,6 @@ def _perm_matrix(perm: Sequence[int]) -> np.ndarray:
 def _order_bound(d: int, max_order: int) -> int:
     """Most elements an enumeration in R^d may reach: max_order, capped by the MAX_ENTRIES memory budget."""
     return max(1, min(int(max_order), MAX_ENTRIES // (d * d)))
-
-
-def _is_signed_permutation(gens: np.ndarray) -> bool:
-    """Every matrix is real with one entry +-1 in each row and column and zeros elsewhere."""
-    if np.iscomplexobj(gens) or not len(gens):
-        return False
-    nz = gens != 0
-    return bool(np.all(nz.sum(-1) == 1) and np.all(nz.sum(-2) == 1) and np.all(np.abs(gens[nz]) == 1))
 
 
 def _signed_permutation_closure(gens: np.ndarray, max_order: int) -> Optional[np.ndarray]:
@@ -103,7 +95,7 @@ def _closure(gens: np.ndarray, max_order: int) -> Optional[np.ndarray]:
     """All products of ``gens`` (identity first), or None when there are more than ``max_order`` or more than the
     MAX_ENTRIES memory budget allows in this dimension."""
     bound = _order_bound(gens.shape[-1], max_order)
-    if _is_signed_permutation(gens):
+    if len(gens) and are_signed_permutations(gens):
         return _signed_permutation_closure(gens, bound)
     return _matrix_closure(gens, bound)
 
