@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/any_model.py --quick
 	$(PY) benchmarks/nn_speed.py --rounds 3 --build-runs 1
 	$(PY) benchmarks/models.py --quick
+	$(PY) benchmarks/symmetry_report.py
 
 # hours on 2 cores; resumable: finished runs are kept in benchmarks/results/models-full.jsonl
 bench-full: $(STAMP)

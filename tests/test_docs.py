@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["softsym", "softsym.groups.base", "softsym.reps.algebra", "softsym.reps.basis", "softsym.data.synthetic"]
+MODULES = ["softsym", "softsym.groups.base", "softsym.reps.algebra", "softsym.reps.basis", "softsym.data.synthetic", "softsym.data.user"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -552,8 +552,8 @@ def test_bad_reps_and_groups_raise_softsym_errors():
         EquivariantLinear("V", "V", group="O(3)")(torch.randn(2, 4))
     with pytest.raises(ConfigError):
         SoftEMLP("2V", "V0", ["O(3)", "O(5)"])  # candidates act on different R^d
-    with pytest.raises(RepError):
-        SoftEMLP(softsym.rep("V", G3), "V0", ["O(3)"])  # bound reps cannot be re-bound to the candidates
+    with pytest.raises(RepError, match="acts on R\\^5"):
+        SoftEMLP(softsym.rep("V", "O(5)"), "V0", ["O(3)"])  # a bound rep's group must act on the candidates' R^d
     with pytest.raises(ConfigError):
         EMLP("V", "V", "O(3)", ch=-4)
     with pytest.raises(ConfigError):
@@ -598,3 +598,36 @@ def test_nn_doctests():
 
     result = doctest.testmod(softsym.nn.reps, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+# ------------------------------------------------------------------ EMLP-style call signatures
+def test_models_take_ch_and_num_layers_positionally_like_emlp():
+    # EMLP's own API is EMLP(rep_in, rep_out, group, ch=384, num_layers=3): positional ch / num_layers work too
+    import softsym
+    from softsym import MLP, RPP, V
+
+    G = softsym.group("O(3)")
+    rin, rout = softsym.rep("5V0+5V", G), (V**2)(G)
+    assert EMLP(rin, rout, G, 16, 2).n_parameters == EMLP(rin, rout, G, ch=16, num_layers=2).n_parameters
+    assert len(EMLP(rin, rout, G, 16, 2).hidden_reps) == 2
+    assert MLP(rin, rout, G, 16, 2).n_parameters == MLP(rin, rout, G, ch=16, num_layers=2).n_parameters
+    assert RPP(rin, rout, G, 16, 2).n_parameters == RPP(rin, rout, G, ch=16, num_layers=2).n_parameters
+    soft = SoftEMLP("5V0+5V", "V**2", ["O(3)", "O(2)@z"], 16, 2)
+    assert len(soft.hidden_reps) == 2
+
+
+def test_soft_emlp_accepts_bound_reps_as_expressions():
+    # a rep bound to the full group (or any group) is used as an expression and re-bound to every candidate
+    import softsym
+    from softsym import V
+
+    G = softsym.group("O(3)")
+    torch.manual_seed(0)
+    bound = SoftEMLP(softsym.rep("5V0+5V", G), (V**2)(G), [G, "O(2)@z"], ch=16, num_layers=1)
+    torch.manual_seed(0)
+    plain = SoftEMLP("5V0+5V", "V**2", [G, "O(2)@z"], ch=16, num_layers=1)
+    assert bound.rep_in_expr.group is None and repr(bound.rep_in_expr) == repr(plain.rep_in_expr)
+    assert bound.n_parameters == plain.n_parameters
+    assert torch.allclose(bound.residuals(), plain.residuals())
+    rin_z, rout_z = bound.candidate_reps(1)
+    assert rin_z.group == softsym.group("O(2)@z") and rout_z.size == 9

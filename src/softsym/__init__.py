@@ -39,7 +39,7 @@ from .nn import (
 )
 from .soft import SoftSymmetry
 from .soft.tuning import PERTuner, SoftTuner
-from .data import TASKS, Task, make_task
+from .data import TASKS, Task, load_task, make_task, task_from_arrays
 from .models import build_model
 from .train import Trainer, TrainConfig
 from .wrappers import Canonicalize, FrameAverage, GroupAverage, SortCanonicalize
@@ -69,5 +69,5 @@ __all__ = [
     "EMLP", "MLP", "RPP", "SoftEMLP", "EquivariantLinear", "BiLinear", "GatedNonlinearity", "EMLPBlock",
     "RPPLinear", "uniform_rep", "gated", "SoftSymmetry",
     "GroupAverage", "FrameAverage", "Canonicalize", "SortCanonicalize", "RubiksCube",
-    "PERTuner", "SoftTuner", "TASKS", "Task", "make_task", "build_model", "Trainer", "TrainConfig",
+    "PERTuner", "SoftTuner", "TASKS", "Task", "make_task", "load_task", "task_from_arrays", "build_model", "Trainer", "TrainConfig",
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Dict, Iterable, List, Optional, Sequence
 
-__all__ = ["summarize", "paired_difference", "beats", "plot_comparison", "format_mse"]
+__all__ = ["summarize", "paired_difference", "beats", "plot_comparison", "format_mse", "symmetry_report",
+           "plot_symmetry_report"]
 
 
 def _mean_std(values: Sequence[float]):
@@ -140,6 +141,152 @@ def plot_comparison(summary: Dict[str, Dict], runs: Sequence[Dict], path, title:
         ax.set_ylabel("strength λ_j")
         ax.set_title(f"{name}: strengths (seed {r.get('seed')})")
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+# ====================================================================== symmetry report
+#: one-sided p-value thresholds of the symmetry test: >= HOLDS_P "holds", < BROKEN_P "broken", between "uncertain"
+HOLDS_P, BROKEN_P = 0.05, 1e-3
+
+
+def _verdict(p: float, no_power: bool) -> str:
+    if no_power:
+        return "untestable"
+    if p >= HOLDS_P:
+        return "holds"
+    return "broken" if p < BROKEN_P else "uncertain"
+
+
+def _signed_rank_z(d, tol: float) -> float:
+    """Wilcoxon signed-rank statistic of d (entries with |d| <= tol dropped) as a z-score (normal approximation):
+    large when d is shifted to positive values."""
+    import torch
+
+    d = d[d.abs() > tol]
+    n = int(d.numel())
+    if n == 0:
+        return 0.0
+    ranks = torch.empty(n, dtype=torch.float64)
+    ranks[d.abs().argsort()] = torch.arange(1, n + 1, dtype=torch.float64)
+    w = float(ranks[d > 0].sum())
+    mean, var = n * (n + 1) / 4.0, n * (n + 1) * (2 * n + 1) / 24.0
+    return (w - mean) / math.sqrt(var)
+
+
+def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, split: str = "test",
+                    group_samples: int = 16, seed: int = 0, batch: int = 4096) -> Dict:
+    """Which candidate symmetries the data supports, and how strongly, tested with a trained model.
+
+    For every candidate G_j, held-out sample z_i = (x_i, y_i) (``split``, default the test split) and each of
+    ``group_samples`` rounds k, with a fresh group element g_ik per sample and round:
+
+        d_ik = l(f(rho_in(g_ik) x_i), rho_out(g_ik) y_i) - l(f(x_i), y_i)        (l = squared error per sample)
+
+    If G_j is a symmetry of the data distribution and g is drawn from the Haar (uniform) measure, z and g z are
+    exchangeable for any model f not fitted on this split, so every d_ik is symmetric about 0; a broken symmetry
+    makes a model that learned the data fit the transformed samples worse (d > 0). Each round gives a Wilcoxon
+    signed-rank z-score (exact symmetry under H0, robust to the heavy tails of squared errors, unlike a t-test);
+    ``z`` is their mean (a conservative combination of dependent N(0, 1) scores) and ``p_value`` = P(Z >= z).
+    Verdicts: "holds" (p >= 0.05), "uncertain", "broken" (p < 0.001); the effect size ``loss_increase`` =
+    mean(d) / mean l(f(x), y) says how much worse the model does on transformed data, relative to its own error.
+    Non-compact groups have no Haar probability: their sampler's spread makes the test approximate.
+
+    The test uses the model as a learned feature map: its power grows with how well the model fits the data, and an
+    exactly G_j-equivariant model has d = 0 for G_j (orthogonal rho_out), so it cannot test G_j ("untestable"). Use
+    an unconstrained model (e.g. ``build_model("mlp", task)``) as the probe; ``softsym report`` trains one.
+    """
+    import numpy as np
+    import torch
+
+    from .errors import ConfigError
+    from .groups.parse import parse_group
+    from .reps.algebra import rep as make_rep
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    if isinstance(group_samples, bool) or not isinstance(group_samples, int) or group_samples < 1:
+        raise ConfigError(f"group_samples must be a positive integer, got {group_samples!r}")
+    x, y = task.splits()[split]
+    if len(x) < 2:
+        raise ConfigError(f"the {split} split has {len(x)} sample(s); the symmetry test needs at least 2")
+    cands = list(candidates) if candidates else list(task.candidates)
+    x64, y64 = x.double(), y.double()
+    params = list(model.parameters())
+    dtype = params[0].dtype if params else torch.float64
+    device = params[0].device if params else torch.device("cpu")
+
+    # a gap at round-off level of the model's dtype: the probe is exactly equivariant to that candidate
+    exact_tol = 1e-9 if dtype == torch.float64 else 1e-5
+
+    def loss(inp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        out = [model(inp[i:i + batch].to(device=device, dtype=dtype)).double().cpu() for i in range(0, len(inp), batch)]
+        return ((torch.cat(out) - target) ** 2).mean(-1)
+
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        with torch.no_grad():
+            base = loss(x64, y64)
+            base_mean = float(base.mean())
+            scale = max(base_mean + float((y64 ** 2).mean()), 1e-300)  # round-off level of a loss difference
+            for j, spec in enumerate(cands):
+                group = parse_group(spec)
+                rin, rout = make_rep(task.rep_in, group), make_rep(task.rep_out, group)
+                if rin.size != x64.shape[1] or rout.size != y64.shape[1]:
+                    raise ConfigError(f"candidate {spec!r} gives reps of sizes {rin.size} -> {rout.size}, but the "
+                                      f"data has {x64.shape[1]} inputs and {y64.shape[1]} targets")
+                rng = np.random.default_rng([seed, j, 2718])
+                tol = exact_tol * scale
+                gaps, zs = [], []
+                for _ in range(group_samples):  # a fresh element per sample: the pairs (z_i, g_i z_i) are independent
+                    g = group.sample(len(x64), generator=rng)
+                    d = loss(rin.rho(g).apply(x64), rout.rho(g).apply(y64)) - base
+                    gaps.append(d)
+                    zs.append(_signed_rank_z(d, tol))
+                d = torch.stack(gaps)
+                m = float(d.mean())
+                no_power = float(d.abs().max()) <= tol
+                z = 0.0 if no_power else float(np.mean(zs))
+                p = 0.5 * math.erfc(z / math.sqrt(2.0))
+                rows.append({"group": spec, "z": z, "p_value": p, "mean_gap": m,
+                             "loss_increase": m / base_mean if base_mean > 0 else float("nan"),
+                             "verdict": _verdict(p, no_power), "group_samples": group_samples})
+    finally:
+        model.train(was_training)
+    return {"task": getattr(task, "name", None), "split": split, "n_samples": int(len(x64)),
+            "model": getattr(model, "model_name", type(model).__name__), "base_mse": base_mean, "seed": seed,
+            "thresholds": {"holds_p": HOLDS_P, "broken_p": BROKEN_P}, "candidates": rows}
+
+
+def plot_symmetry_report(report: Dict, path) -> str:
+    """Write a PNG: per candidate, the loss increase under the group (bars, coloured by verdict) and its z-score."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = report["candidates"]
+    colours = {"holds": "#55a868", "uncertain": "#dd8452", "broken": "#c44e52", "untestable": "0.6"}
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 0.45 * len(rows) + 1.8), squeeze=False)
+    names = [r["group"] for r in rows][::-1]
+    for ax, key, label in ((axes[0][0], "loss_increase", "loss increase under the group (relative)"),
+                           (axes[0][1], "z", "signed-rank z-score (one-sided)")):
+        vals = [r[key] for r in rows][::-1]
+        ax.barh(range(len(rows)), vals, color=[colours[r["verdict"]] for r in rows][::-1])
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(names)
+        ax.axvline(0, color="0.3", lw=0.8)
+        ax.set_xlabel(label)
+    z = 1.6448536269514722  # one-sided 5 % point of N(0, 1)
+    axes[0][1].axvline(z, color="0.5", ls="--", lw=0.8)
+    axes[0][0].set_title(f"{report['task']}: {report['model']} on the {report['split']} split (n={report['n_samples']})",
+                         fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+    axes[0][1].legend(handles, list(colours), fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

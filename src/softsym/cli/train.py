@@ -1,4 +1,4 @@
-"""`softsym fit` (train one model on a synthetic task) and `softsym compare` (several models x seeds)."""
+"""`softsym fit` (train one model on a synthetic task or your data) and `softsym compare` (several models x seeds)."""
 from __future__ import annotations
 
 import json
@@ -23,15 +23,55 @@ def _fmt(x) -> str:
     return str(x)
 
 
-def _run_one(task_name: str, model_name: str, *, seed: int, n_train: int, n_val, n_test, epochs, ch, num_layers,
-             lr, batch_size, weight_decay, tuner, run_dir, resume, overwrite, progress, eq_samples=16,
+_DATA_HELP = ("Your own data instead of --task: an .npz (arrays x, y, or x_train, y_train [, x_val, y_val, x_test, "
+              "y_test]) or a .csv (inputs then targets per row, optional header); needs --group, --rep-in, --rep-out. "
+              "Split seeded by --seed (15 % val, 15 % test unless --n-val / --n-test), normalised per rep copy.")
+
+
+class TaskSource:
+    """What ``--task`` or ``--data`` (+ ``--group``, ``--rep-in``, ``--rep-out``) name, checked before any training;
+    ``make(seed, n_train, n_val, n_test)`` builds the Task."""
+
+    def __init__(self, task: Optional[str], data: Optional[Path] = None, group: Optional[str] = None,
+                 rep_in: Optional[str] = None, rep_out: Optional[str] = None, candidates=None):
+        from ..errors import ConfigError
+
+        if (task is None) == (data is None):
+            raise ConfigError("give either --task NAME (a synthetic task) or --data FILE (your own data), not "
+                              + ("both" if task is not None else "neither"))
+        given = {"--group": group, "--rep-in": rep_in, "--rep-out": rep_out}
+        if task is not None and any(v is not None for v in given.values()):
+            extra = ", ".join(k for k, v in given.items() if v is not None)
+            raise ConfigError(f"{extra} only apply to --data: a synthetic task has its own group and reps")
+        if data is not None and any(v is None for v in given.values()):
+            missing = ", ".join(k for k, v in given.items() if v is None)
+            raise ConfigError(f"--data needs {missing}: the group and the reps of the inputs and targets, e.g. "
+                              "--group 'O(3)' --rep-in '5V0+5V' --rep-out 'V**2'")
+        self.task, self.data, self.group, self.rep_in, self.rep_out = task, data, group, rep_in, rep_out
+        self.candidates = candidates
+
+    @property
+    def label(self) -> str:
+        return self.task if self.task is not None else f"data:{Path(self.data).name}"
+
+    def make(self, seed: int, n_train: Optional[int], n_val, n_test):
+        from ..data import load_task, make_task
+
+        if self.task is not None:
+            return make_task(self.task, n_train=1000 if n_train is None else n_train, n_val=n_val, n_test=n_test,
+                             seed=seed)
+        return load_task(self.data, group=self.group, rep_in=self.rep_in, rep_out=self.rep_out,
+                         candidates=self.candidates, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+
+
+def _run_one(source: "TaskSource", model_name: str, *, seed: int, n_train: Optional[int], n_val, n_test, epochs, ch,
+             num_layers, lr, batch_size, weight_decay, tuner, run_dir, resume, overwrite, progress, eq_samples=16,
              tuner_options=None, replace_different=False, schedule=None, candidates=None, skeletons=None,
              strict_skeletons=True):
-    from ..data import make_task
     from ..models import build_model
     from ..train import Trainer, default_config
 
-    task = make_task(task_name, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    task = source.make(seed, n_train, n_val, n_test)
     model = build_model(model_name, task, ch=ch, num_layers=num_layers, seed=seed,
                         **_candidate_opts(candidates, model_name, skeletons, strict_skeletons))
     cfg = default_config(task, model_name, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
@@ -114,9 +154,14 @@ def _slug(text: str) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def fit(
-        task: str = typer.Option(..., "--task", help=_TASK_HELP),
+        task: Optional[str] = typer.Option(None, "--task", help=_TASK_HELP),
+        data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
+        group: Optional[str] = typer.Option(None, "--group", help="With --data: the group, e.g. 'O(3)'."),
+        rep_in: Optional[str] = typer.Option(None, "--rep-in", help="With --data: the inputs' rep, e.g. '5V0+5V'."),
+        rep_out: Optional[str] = typer.Option(None, "--rep-out", help="With --data: the targets' rep, e.g. 'V**2'."),
         model: str = typer.Option("emlp", "--model", help=_MODEL_HELP),
-        n_train: int = typer.Option(1000, "--n-train", help="Training samples."),
+        n_train: Optional[int] = typer.Option(None, "--n-train", help="Training samples (default: 1000 for a "
+                                                                      "task; the rest of --data after val/test)."),
         n_val: Optional[int] = typer.Option(None, "--n-val", help="Validation samples (protocol default)."),
         n_test: Optional[int] = typer.Option(None, "--n-test", help="Test samples (protocol default)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the data, the initialisation and the batch order."),
@@ -141,12 +186,14 @@ def register(app: typer.Typer) -> None:
                                                                                        "on a terminal)."),
         json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
     ):
-        """Train one model on a synthetic task and print its final metrics (float64 test MSE, equivariance)."""
-        result = _run_one(task, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
+        """Train one model on a synthetic task or your data and print its final metrics (float64 test MSE,
+        equivariance)."""
+        cand_list = _parse_candidates(candidates)
+        source = TaskSource(task, data, group, rep_in, rep_out, cand_list)
+        result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
                           num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                           schedule=schedule, tuner=tuner, run_dir=str(run_dir) if run_dir else None, resume=resume,
-                          overwrite=overwrite, progress=progress, candidates=_parse_candidates(candidates),
-                          skeletons=skeletons)
+                          overwrite=overwrite, progress=progress, candidates=cand_list, skeletons=skeletons)
         m = {k: v for k, v in result.metrics.items() if k != "history"}
         if json_out:
             console.print_json(json.dumps(m))
@@ -157,10 +204,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def compare(
-        task: str = typer.Option(..., "--task", help=_TASK_HELP),
+        task: Optional[str] = typer.Option(None, "--task", help=_TASK_HELP),
+        data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
+        group: Optional[str] = typer.Option(None, "--group", help="With --data: the group, e.g. 'O(3)'."),
+        rep_in: Optional[str] = typer.Option(None, "--rep-in", help="With --data: the inputs' rep."),
+        rep_out: Optional[str] = typer.Option(None, "--rep-out", help="With --data: the targets' rep."),
         models: str = typer.Option("mlp,emlp,rpp,per,soft", "--models", help="Comma-separated models. " + _MODEL_HELP),
-        seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0 .. n-1): data, initialisation, batches."),
-        n_train: int = typer.Option(1000, "--n-train"),
+        seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0 .. n-1): data (or the split of --data), "
+                                                      "initialisation, batches."),
+        n_train: Optional[int] = typer.Option(None, "--n-train", help="Training samples (default: 1000 for a "
+                                                                      "task; the rest of --data)."),
         candidates: Optional[str] = typer.Option(None, "--candidates", help=_CANDIDATES_HELP),
         skeletons: Optional[bool] = typer.Option(None, "--skeletons/--no-skeletons", help=_SKELETONS_HELP),
         n_val: Optional[int] = typer.Option(None, "--n-val"),
@@ -186,20 +239,22 @@ def register(app: typer.Typer) -> None:
         timings; write JSON and a PNG plot."""
         from rich.table import Table
 
-        from ..data.synthetic import make_task
         from ..errors import ConfigError
         from ..models import _check_reps, build_model, parse_model_name
         from ..report import beats, plot_comparison, summarize
         from ..train import default_config
 
         cand_list = _parse_candidates(candidates)
+        source = TaskSource(task, data, group, rep_in, rep_out, cand_list)
         names = [m.strip() for m in models.split(",") if m.strip()]
         if not names:
             raise ConfigError("--models is empty; give e.g. --models mlp,emlp,soft")
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
         # validate the task, the split sizes, every model (built once) and the training options before any training
-        probe = make_task(task, n_train=n_train, n_val=n_val, n_test=n_test, seed=0)
+        probe = source.make(0, n_train, n_val, n_test)
+        n_train = len(probe.x_train)
+        task = source.label
         labels: Dict[str, str] = {}
         for n in names:
             kind, group = parse_model_name(n)
@@ -239,7 +294,7 @@ def register(app: typer.Typer) -> None:
         for name in names:
             for seed in range(seeds):
                 run_dir = out_dir / "runs" / f"{_slug(name)}-seed{seed}"
-                result = _run_one(task, name, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs,
+                result = _run_one(source, name, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs,
                                   ch=ch, num_layers=num_layers, lr=lr, batch_size=batch_size,
                                   weight_decay=weight_decay, schedule=schedule, tuner=None,
                                   run_dir=str(run_dir), resume=True,
@@ -293,4 +348,90 @@ def register(app: typer.Typer) -> None:
                    "seconds": time.perf_counter() - t0}
         json_path.write_text(json.dumps(payload, indent=1, default=str))
         png = plot_comparison(summary, runs, png_path, title=f"{task}: test MSE")
+        console.print(f"wrote {json_path} and {png}", highlight=False)
+
+    @app.command()
+    def report(
+        task: Optional[str] = typer.Option(None, "--task", help=_TASK_HELP),
+        data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
+        group: Optional[str] = typer.Option(None, "--group", help="With --data: the group, e.g. 'O(3)'."),
+        rep_in: Optional[str] = typer.Option(None, "--rep-in", help="With --data: the inputs' rep."),
+        rep_out: Optional[str] = typer.Option(None, "--rep-out", help="With --data: the targets' rep."),
+        candidates: Optional[str] = typer.Option(None, "--candidates", help="Candidate groups to test, separated "
+                                                                            "by ';' (default: the task's, or --group)."),
+        skeletons: bool = typer.Option(True, "--skeletons/--no-skeletons", help="Also test each candidate's finite "
+                                                                                "skeleton (default: on)."),
+        model: str = typer.Option("mlp", "--model", help="Probe model, trained on the train split; an unconstrained "
+                                                         "one (mlp) can test every candidate. " + _MODEL_HELP),
+        seed: int = typer.Option(0, "--seed", help="Seed of the data (or the split), the probe and the group samples."),
+        n_train: Optional[int] = typer.Option(None, "--n-train"),
+        n_val: Optional[int] = typer.Option(None, "--n-val"),
+        n_test: Optional[int] = typer.Option(None, "--n-test"),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Probe epochs (default: the protocol's)."),
+        ch: Optional[int] = typer.Option(None, "--ch"),
+        num_layers: int = typer.Option(3, "--num-layers"),
+        lr: Optional[float] = typer.Option(None, "--lr"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        group_samples: int = typer.Option(16, "--group-samples", help="Group elements per candidate."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default softsym-report/<task>): "
+                                                               "report.json, report.png, the probe's run."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Retrain a probe whose run directory holds "
+                                                                  "another config."),
+        progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    ):
+        """Symmetry report: which candidate symmetries the data supports, and how strongly (a held-out test with a
+        trained probe model; JSON and a PNG)."""
+        from rich.table import Table
+
+        from ..errors import ConfigError
+        from ..groups.parse import canonical_spec
+        from ..groups.skeleton import skeleton_candidates
+        from ..report import plot_symmetry_report, symmetry_report
+
+        cand_list = _parse_candidates(candidates)
+        source = TaskSource(task, data, group, rep_in, rep_out, cand_list)
+        probe_task = source.make(seed, n_train, n_val, n_test)
+        tested = [canonical_spec(c) for c in (cand_list or probe_task.candidates)]
+        if skeletons:
+            tested += [s for s, _ in skeleton_candidates(tested) if s not in tested]
+        out_dir = out or Path("softsym-report") / _slug(source.label)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"--out {out_dir} exists and is not a directory; choose a directory")
+        json_path, png_path = out_dir / "report.json", out_dir / "report.png"
+        if not overwrite:  # a report.json / report.png that softsym report did not write is never replaced silently
+            try:
+                prev = json.loads(json_path.read_text()) if json_path.exists() else None
+            except (OSError, UnicodeDecodeError, ValueError):
+                prev = None
+            ours = isinstance(prev, dict) and {"candidates", "split", "thresholds", "probe"} <= set(prev)
+            for path in (json_path, png_path):
+                if path.exists() and not ours:
+                    raise ConfigError(f"{path} exists and was not written by softsym report; use another --out, or "
+                                      "--overwrite to replace it")
+        result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
+                          num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=None, tuner=None,
+                          run_dir=str(out_dir / f"probe-{_slug(model)}-seed{seed}"), resume=True, overwrite=False,
+                          progress=progress, replace_different=overwrite, candidates=cand_list,
+                          skeletons=None)
+        rep = symmetry_report(result.model, probe_task, tested, group_samples=group_samples, seed=seed)
+        rep["probe"] = {k: result.metrics.get(k) for k in ("model", "test_mse", "val_mse", "epochs", "train_seconds")}
+        json_path.write_text(json.dumps(rep, indent=1, default=str))
+        png = plot_symmetry_report(rep, png_path)
+        if json_out:
+            console.print_json(json.dumps(rep, default=str))
+            return
+        table = Table(title=f"{source.label}: symmetry test on the {rep['split']} split (n={rep['n_samples']}, probe "
+                            f"{rep['model']}, test MSE {rep['base_mse']:.4g})")
+        for col, just in (("candidate", "left"), ("verdict", "left"), ("loss increase", "right"), ("z", "right"),
+                          ("p (one-sided)", "right")):
+            table.add_column(col, justify=just, no_wrap=True)
+        styles = {"holds": "green", "uncertain": "yellow", "broken": "red", "untestable": "dim"}
+        for r in rep["candidates"]:
+            table.add_row(r["group"], f"[{styles[r['verdict']]}]{r['verdict']}[/]", f"{100 * r['loss_increase']:+.1f}%",
+                          f"{r['z']:.2f}", f"{r['p_value']:.2g}")
+        console.print(table)
+        console.print(f"holds: p >= {rep['thresholds']['holds_p']:g}; broken: p < {rep['thresholds']['broken_p']:g}; "
+                      "loss increase = how much worse the probe fits the data transformed by the group (relative to "
+                      "its test MSE); untestable = the probe is exactly equivariant to that group.", highlight=False)
         console.print(f"wrote {json_path} and {png}", highlight=False)

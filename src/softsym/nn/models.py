@@ -131,7 +131,7 @@ class EMLP(_ModelMixin, nn.Module):
     parameter initialisation uses torch's RNG.
     """
 
-    def __init__(self, rep_in, rep_out, group, *, ch=384, num_layers: int = 3, seed: int = 0, dtype=None,
+    def __init__(self, rep_in, rep_out, group, ch=384, num_layers: int = 3, *, seed: int = 0, dtype=None,
                  device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
@@ -177,7 +177,7 @@ class EMLP(_ModelMixin, nn.Module):
 class MLP(_ModelMixin, nn.Module):
     """Baseline MLP with the same width and depth: Linear + SiLU (swish) blocks; the group only sets sizes."""
 
-    def __init__(self, rep_in, rep_out, group, *, ch=384, num_layers: int = 3, dtype=None, device=None):
+    def __init__(self, rep_in, rep_out, group, ch=384, num_layers: int = 3, *, dtype=None, device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         self.group = as_group(group)
@@ -220,7 +220,7 @@ class RPP(_ModelMixin, nn.Module):
     the RPP experiments).
     """
 
-    def __init__(self, rep_in, rep_out, group, *, ch=384, num_layers: int = 3, basic_wd: float = 1.0,
+    def __init__(self, rep_in, rep_out, group, ch=384, num_layers: int = 3, *, basic_wd: float = 1.0,
                  equiv_wd: float = 1e-5, seed: int = 0, dtype=None, device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
@@ -284,7 +284,7 @@ class SoftEMLP(_ModelMixin, nn.Module):
     only 2.08, gradient and weights 1.39; the exact O(2)@z EMLP: 1.69 / 2.39 with l1 / orthonormal coefficients).
     """
 
-    def __init__(self, rep_in, rep_out, groups, *, ch=128, num_layers: int = 3, full_group=None,
+    def __init__(self, rep_in, rep_out, groups, ch=128, num_layers: int = 3, *, full_group=None,
                  strengths=1.0, swish_path: bool = True, bilinear: bool = True, penalty: str = "loss",
                  seed: int = 0, names: Optional[Sequence[str]] = None, dtype=None, device=None):
         super().__init__()
@@ -298,6 +298,10 @@ class SoftEMLP(_ModelMixin, nn.Module):
         self.full_group = check_real_group(parse_group(full_group)) if full_group is not None else cands[0]
         d = check_same_d(cands + [self.full_group], "candidate groups and full_group")
         self.seed = as_seed(seed)
+        for spec, what in ((rep_in, "rep_in"), (rep_out, "rep_out")):
+            if isinstance(spec, Rep) and spec.group is not None and spec.group.d != d:
+                raise RepError(f"{what} {spec!r} is bound to {spec.group.name}, which acts on R^{spec.group.d}; "
+                               f"the candidate groups act on R^{d}. Pass the rep unbound (e.g. a string)")
         self.rep_in_expr = as_unbound_rep(rep_in, "rep_in")
         self.rep_out_expr = as_unbound_rep(rep_out, "rep_out")
         self.rep_in = self.rep_in_expr.bind(self.full_group)

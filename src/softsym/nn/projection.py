@@ -205,29 +205,44 @@ class ProjectionPlan(ExactBuffers):
         f = [float(v) for v in factors]
         if len(f) != self.num_groups or any(not (0.0 <= v <= 1.0) for v in f):
             raise ValueError(f"shrink_ needs {self.num_groups} factors in [0, 1], got {f}")
-        for pos, qs in self._device_masters(theta):
-            x = theta[pos]  # (n, s)
-            for j, q in enumerate(qs):
-                if f[j] == 0.0:
+        gather, pieces = self._device_masters(theta)
+        if not pieces:
+            return theta
+        flat = theta.reshape(-1) if theta.is_contiguous() else theta.contiguous().reshape(-1)
+        parts = flat.index_select(0, gather).split([n * s for n, s, _ in pieces])
+        out = []
+        for (n, s, qs), x in zip(pieces, parts):
+            x = x.view(n, s)
+            for fj, q in zip(f, qs):
+                if fj == 0.0:
                     continue
-                x = x - f[j] * x if q is None else x - f[j] * (x - (x @ q) @ q.T)
-            theta[pos] = x
+                if q is None:  # nothing invariant for this candidate: x <- (1 - f) x
+                    x = x * (1.0 - fj)
+                else:  # x <- x - f (x - x Q Q^T) = (1 - f) x + f (x Q) Q^T, one fused GEMM
+                    x = torch.addmm(x, x @ q, q.t(), beta=1.0 - fj, alpha=fj)
+            out.append(x.reshape(-1))
+        flat.index_copy_(0, gather, torch.cat(out) if len(out) > 1 else out[0])
+        if flat.data_ptr() != theta.data_ptr():
+            theta.copy_(flat.view_as(theta))
         return theta
 
     def _device_masters(self, like: torch.Tensor):
-        """(pos, [Q_j or None]) per block type as tensors on like's device / dtype (cached); blocks that every
-        candidate leaves invariant are skipped."""
+        """(gather index, [(n, s, [Q_j or None])]) on like's device / dtype (cached): the positions of every block
+        type that some candidate constrains, in one index, and the block types' bases (None: no invariant)."""
         key = (like.dtype, like.device)
         cache = getattr(self, "_dm_cache", None)
         if cache is None or cache[0] != key:
-            items = []
+            positions, pieces = [], []
             for pos, qs in self._masters:
                 if all(q.shape[1] == q.shape[0] for q in qs):
                     continue
-                items.append((torch.as_tensor(pos, device=like.device),
-                              [None if q.shape[1] == 0 else torch.tensor(np.array(q), dtype=like.dtype, device=like.device)
-                               for q in qs]))
-            cache = self._dm_cache = (key, items)
+                positions.append(pos.reshape(-1))
+                pieces.append((pos.shape[0], pos.shape[1],
+                               [None if q.shape[1] == 0 else torch.tensor(np.array(q), dtype=like.dtype,
+                                                                          device=like.device) for q in qs]))
+            gather = torch.as_tensor(np.concatenate(positions) if positions else np.zeros(0, np.int64),
+                                     device=like.device)
+            cache = self._dm_cache = (key, (gather, pieces))
         return cache[1]
 
     def extra_repr(self) -> str:

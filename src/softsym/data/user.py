@@ -1,0 +1,281 @@
+"""User data as a :class:`~softsym.data.synthetic.Task`: arrays, NPZ or CSV files, validated against the reps.
+
+The inputs x (N, rep_in.size) and targets y (N, rep_out.size) get a seeded train / val / test split (unless the
+file or the caller gives the splits) and an equivariance-preserving normalisation computed on the training split:
+one scale per tensor-block *copy* of the rep (the RMS of that copy's entries; a group acts on every copy as a
+whole, so a scalar factor per copy commutes with it), and for the targets additionally the mean of every scalar
+(invariant) output. Models see normalised data; reported MSE is on the raw targets, as for the synthetic tasks.
+
+File layouts:
+
+* ``.npz`` with ``x`` and ``y`` (split here), or with ``x_train``, ``y_train`` and optionally ``x_val``/``y_val``
+  and ``x_test``/``y_test`` (missing splits are carved out of the training arrays);
+* ``.csv`` / ``.tsv`` / ``.txt``: one sample per row, the rep_in.size input columns first, then the rep_out.size
+  target columns; an optional header line; commas for .csv, tabs or spaces otherwise.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError, SoftsymError
+from ..groups.parse import canonical_spec, parse_group
+from ..reps.algebra import parse_rep
+from ..reps.base import Rep
+from .synthetic import Task
+
+__all__ = ["task_from_arrays", "load_task", "DATA_SUFFIXES", "VAL_FRACTION", "TEST_FRACTION"]
+
+DATA_SUFFIXES = (".npz", ".csv", ".tsv", ".txt")
+#: default split fractions when the data does not come split
+VAL_FRACTION, TEST_FRACTION = 0.15, 0.15
+_SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def _bound(spec, group, what: str) -> Rep:
+    if isinstance(spec, Rep):
+        rep = spec
+    elif isinstance(spec, str):
+        rep = parse_rep(spec)
+    else:
+        raise ConfigError(f"{what} must be a rep string such as '5V0+5V' or a Rep, got {type(spec).__name__}")
+    if rep.group is not None and rep.group != group:
+        raise ConfigError(f"{what} {rep!r} is bound to {rep.group.name}, but the data's group is {group.name}")
+    return rep.bind(group)
+
+
+def _group_text(spec, g) -> str:
+    """The spec string a Task stores (models are built from it): canonical name, or the name of a Group object
+    when it parses back to the same group."""
+    if isinstance(spec, str):
+        return canonical_spec(spec)
+    try:
+        if parse_group(g.name).key == g.key:
+            return g.name
+    except SoftsymError:
+        pass
+    raise ConfigError(f"group {g.name!r} cannot be named by a spec string; pass a spec such as 'O(3)' or "
+                      "'O(2)@z' (custom groups from generators are not supported for tasks yet)")
+
+
+def _spec_text(spec) -> str:
+    return repr(spec) if isinstance(spec, Rep) else str(spec)
+
+
+def _as_matrix(a, name: str, width: int, rep_text: str, what: str) -> np.ndarray:
+    """(N, width) float64 array from array-like ``a``, or a DataError saying what is wrong."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} is not numeric ({exc}); give a real array") from None
+    if arr.ndim == 1 and width == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise DataError(f"{name} must be 2-D (samples, {width}), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise DataError(f"{name} has no samples")
+    if arr.shape[1] != width:
+        raise DataError(f"{name} has {arr.shape[1]} columns but {what} {rep_text} has size {width}; check the rep "
+                        "(and the group's dimension) or the column layout")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows = np.nonzero(bad.any(axis=1))[0]
+        raise DataError(f"{name} has {int(bad.sum())} NaN / inf entries in {len(rows)} rows (first: row {rows[0]}); "
+                        "drop or impute them first")
+    return np.ascontiguousarray(arr)
+
+
+def _block_copies(rep: Rep):
+    """Index arrays (one per copy of every tensor block) of a bound rep, and whether each copy is a scalar."""
+    out = []
+    for comp in rep.components:
+        idx = comp.indices()  # (count, block_size)
+        for row in idx:
+            out.append((row, len(comp.atoms) == 0))
+    return out
+
+
+def _normalisation(x: np.ndarray, y: np.ndarray, rin: Rep, rout: Rep, normalise: bool):
+    n_in, n_out = x.shape[1], y.shape[1]
+    x_scale, y_mean, y_std = np.ones(n_in), np.zeros(n_out), np.ones(n_out)
+    if not normalise:
+        return x_scale, y_mean, y_std
+    for idx, _ in _block_copies(rin):
+        s = float(np.sqrt(np.mean(x[:, idx] ** 2)))
+        x_scale[idx] = s if s > 0 else 1.0
+    for idx, scalar in _block_copies(rout):
+        v = y[:, idx]
+        if scalar:  # an invariant output may be shifted
+            y_mean[idx] = float(v.mean())
+            s = float(v.std())
+        else:
+            s = float(np.sqrt(np.mean(v ** 2)))
+        y_std[idx] = s if s > 0 else 1.0
+    return x_scale, y_mean, y_std
+
+
+def _check_size(v, label: str) -> Optional[int]:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ConfigError(f"{label} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _split_sizes(n: int, n_train, n_val, n_test, need_val: bool, need_test: bool) -> Tuple[int, int, int]:
+    """Sizes carved out of n samples: given ones are used, the rest from VAL/TEST_FRACTION, train the remainder."""
+    n_val = (n_val if n_val is not None else max(1, round(VAL_FRACTION * n))) if need_val else 0
+    n_test = (n_test if n_test is not None else max(1, round(TEST_FRACTION * n))) if need_test else 0
+    if n_train is None:
+        n_train = n - n_val - n_test
+    if n_train < 1 or n_train + n_val + n_test > n:
+        raise DataError(f"cannot split {n} samples into train {n_train}, val {n_val}, test {n_test}; give fewer "
+                        "samples per split (--n-train / --n-val / --n-test) or more data")
+    return n_train, n_val, n_test
+
+
+def task_from_arrays(x, y, *, group, rep_in, rep_out, candidates: Optional[Sequence[str]] = None,
+                     x_val=None, y_val=None, x_test=None, y_test=None, n_train: Optional[int] = None,
+                     n_val: Optional[int] = None, n_test: Optional[int] = None, seed: int = 0,
+                     normalise: bool = True, name: str = "data", info: Optional[Dict] = None) -> Task:
+    """A Task from your own arrays (numpy or torch), validated against the reps of ``group``.
+
+    ``x`` (N, rep_in.size), ``y`` (N, rep_out.size) (1-D for a single target). Validation and test splits are
+    taken from ``x_val``/``y_val``, ``x_test``/``y_test`` when given, else carved out of x, y by a permutation
+    seeded with ``seed`` (sizes ``n_val``/``n_test``, default 15 % each; ``n_train`` defaults to the rest).
+    ``candidates``: group specs for the soft models (default: just ``group``). ``normalise``: per-copy RMS scales
+    (and scalar-output means) from the training split, see the module docstring.
+
+    >>> import numpy as np
+    >>> t = task_from_arrays(np.random.randn(40, 6), np.random.randn(40), group="O(3)", rep_in="2V", rep_out="V0")
+    >>> len(t.x_train), len(t.x_val), len(t.x_test)
+    (28, 6, 6)
+    """
+    g = parse_group(group)
+    group_text = _group_text(group, g)
+    rin, rout = _bound(rep_in, g, "rep_in"), _bound(rep_out, g, "rep_out")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    n_train, n_val, n_test = (_check_size(v, k) for v, k in ((n_train, "n_train"), (n_val, "n_val"),
+                                                               (n_test, "n_test")))
+    rin_text, rout_text = _spec_text(rep_in), _spec_text(rep_out)
+
+    def pair(a, b, label):
+        xa = _as_matrix(a, f"x{label}", rin.size, rin_text, "rep_in")
+        ya = _as_matrix(b, f"y{label}", rout.size, rout_text, "rep_out")
+        if len(xa) != len(ya):
+            raise DataError(f"x{label} has {len(xa)} samples but y{label} has {len(ya)}; they must match row by row")
+        return xa, ya
+
+    for a, b, label in ((x_val, y_val, "_val"), (x_test, y_test, "_test")):
+        if (a is None) != (b is None):
+            raise DataError(f"give both x{label} and y{label}, or neither")
+    xs, ys = pair(x, y, "")
+    given = {lab: pair(a, b, lab) for a, b, lab in ((x_val, y_val, "_val"), (x_test, y_test, "_test"))
+             if a is not None}
+    for lab, size in (("_val", n_val), ("_test", n_test)):
+        if lab in given and size is not None and size != len(given[lab][0]):
+            raise ConfigError(f"n{lab} = {size}, but x{lab} has {len(given[lab][0])} samples; drop n{lab}")
+    sizes = _split_sizes(len(xs), n_train, n_val, n_test, "_val" not in given, "_test" not in given)
+    perm = np.random.default_rng([int(seed), 104729]).permutation(len(xs))
+    a, b = sizes[0], sizes[0] + sizes[1]
+    tr, va, te = perm[:a], perm[a:b], perm[b:b + sizes[2]]
+    x_tr, y_tr = xs[tr], ys[tr]
+    x_va, y_va = given.get("_val", (xs[va], ys[va]))
+    x_te, y_te = given.get("_test", (xs[te], ys[te]))
+    x_scale, y_mean, y_std = _normalisation(x_tr, y_tr, rin, rout, bool(normalise))
+    t = lambda arr: torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))  # noqa: E731
+    cands = tuple(candidates) if candidates else (group_text,)
+    if not all(isinstance(c, str) for c in cands):
+        raise ConfigError("candidates must be group spec strings, e.g. ['O(3)', 'O(2)@z']")
+    meta = {"seed": int(seed), "protocol": "emlp", "sizes": (len(x_tr), len(x_va), len(x_te)),
+            "normalise": bool(normalise), **(info or {})}
+    return Task(name=name, group=group_text, rep_in=rin_text, rep_out=rout_text,
+                x_train=t(x_tr), y_train=t(y_tr), x_val=t(x_va), y_val=t(y_va), x_test=t(x_te), y_test=t(y_te),
+                x_scale=t(x_scale), y_mean=t(y_mean), y_std=t(y_std), candidates=cands, true_groups=(), info=meta)
+
+
+def _read_table(path: Path, n_cols: int) -> np.ndarray:
+    delimiter = "," if path.suffix.lower() == ".csv" else ("\t" if path.suffix.lower() == ".tsv" else None)
+    text = path.read_text(errors="replace").splitlines()
+    rows = [ln for ln in text if ln.strip() and not ln.lstrip().startswith("#")]
+    if not rows:
+        raise DataError(f"{path} has no data rows")
+
+    def header(line: str) -> bool:  # no field of the line is a number: column names
+        return not any(_is_float(v.strip()) for v in (line.split(delimiter) if delimiter else line.split()))
+
+    if header(rows[0]):
+        rows = rows[1:]
+        if not rows:
+            raise DataError(f"{path} has a header but no data rows")
+    table = []
+    for i, line in enumerate(rows):
+        parts = [v.strip() for v in (line.split(delimiter) if delimiter else line.split())]
+        if len(parts) != n_cols:
+            raise DataError(f"{path}: data row {i + 1} has {len(parts)} columns, expected {n_cols} (rep_in + rep_out "
+                            "sizes); inputs first, then targets")
+        try:
+            table.append([float(v) if v else float("nan") for v in parts])
+        except ValueError:
+            bad = next(v for v in parts if not _is_float(v))
+            raise DataError(f"{path}: data row {i + 1} has a non-numeric entry {bad!r}") from None
+    return np.asarray(table, dtype=np.float64)
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def load_task(path, *, group, rep_in, rep_out, candidates: Optional[Sequence[str]] = None,
+              n_train: Optional[int] = None, n_val: Optional[int] = None, n_test: Optional[int] = None,
+              seed: int = 0, normalise: bool = True) -> Task:
+    """A Task from an NPZ or CSV file (layouts in the module docstring); see :func:`task_from_arrays`.
+
+    The task's ``info`` records the file and a hash of its bytes, so a resumed run notices changed data.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file {p} does not exist")
+    if p.is_dir():
+        raise DataError(f"data path {p} is a directory; give an .npz or .csv file")
+    if p.suffix.lower() not in DATA_SUFFIXES:
+        raise DataError(f"data file {p} has an unsupported type {p.suffix!r}; use one of {', '.join(DATA_SUFFIXES)}")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read data file {p}: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise DataError(f"data file {p} is empty")
+    info = {"source": str(p), "sha256": hashlib.sha256(raw).hexdigest()[:16]}
+    g = parse_group(group)
+    rin, rout = _bound(rep_in, g, "rep_in"), _bound(rep_out, g, "rep_out")
+    common = dict(group=group, rep_in=rep_in, rep_out=rep_out, candidates=candidates, n_train=n_train, n_val=n_val,
+                  n_test=n_test, seed=seed, normalise=normalise, name=f"data:{p.name}", info=info)
+    if p.suffix.lower() == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as exc:  # zipfile / pickle / format errors
+            raise DataError(f"cannot read {p} as an .npz archive ({type(exc).__name__}: {exc})") from None
+        keys = set(arrays)
+        if {"x", "y"} <= keys:
+            return task_from_arrays(arrays["x"], arrays["y"], **common)
+        if {"x_train", "y_train"} <= keys:
+            return task_from_arrays(arrays["x_train"], arrays["y_train"], x_val=arrays.get("x_val"),
+                                    y_val=arrays.get("y_val"), x_test=arrays.get("x_test"),
+                                    y_test=arrays.get("y_test"), **common)
+        raise DataError(f"{p} holds arrays {sorted(keys) or 'none'}; expected 'x' and 'y', or "
+                        f"{', '.join(_SPLIT_KEYS)} (val / test optional)")
+    table = _read_table(p, rin.size + rout.size)
+    return task_from_arrays(table[:, :rin.size], table[:, rin.size:], **common)
