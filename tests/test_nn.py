@@ -631,3 +631,69 @@ def test_soft_emlp_accepts_bound_reps_as_expressions():
     assert torch.allclose(bound.residuals(), plain.residuals())
     rin_z, rout_z = bound.candidate_reps(1)
     assert rin_z.group == softsym.group("O(2)@z") and rout_z.size == 9
+
+
+# ------------------------------------------------------------------ plain autograd path (torch.func, double backward)
+def _models_for_plain():
+    torch.manual_seed(0)
+    return [SoftEMLP("5V0+5V", "V**2", ["O(3)", "O(2)@z"], ch=24, num_layers=2).double(),
+            EMLP("4V", "V0", "O(1,3)", ch=24, num_layers=2).double()]
+
+
+def test_plain_autograd_path_matches_the_custom_kernels():
+    from softsym.nn import plain_autograd
+
+    for m in _models_for_plain():
+        x = torch.randn(12, m.in_features, dtype=torch.float64, requires_grad=True)
+        y_fast = m(x)
+        with plain_autograd():
+            y_plain = m(x)
+        assert y_plain.grad_fn is not None and "Bilinear" not in type(y_plain.grad_fn).__name__
+        assert torch.allclose(y_fast, y_plain, rtol=0, atol=1e-13)
+        g = torch.randn_like(y_fast)
+        fast = torch.autograd.grad(y_fast, [x, *m.parameters()], g, allow_unused=True)
+        plain = torch.autograd.grad(y_plain, [x, *m.parameters()], g, allow_unused=True)
+        for a, b in zip(fast, plain):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_torch_func_transforms_work_on_emlp_models():
+    from torch.func import jvp, vmap
+
+    for m in _models_for_plain():
+        x = torch.randn(6, m.in_features, dtype=torch.float64)
+        t = torch.randn_like(x)
+        y, dy = jvp(m, (x,), (t,))  # was: "autograd.Function ... must override the setup_context staticmethod"
+        h = 1e-5
+        with torch.no_grad():
+            fd = (m(x + h * t) - m(x - h * t)) / (2 * h)
+        assert torch.allclose(y, m(x).detach(), atol=1e-13)
+        assert torch.allclose(dy, fd, rtol=1e-6, atol=1e-8)
+        batched = vmap(m)(x[:, None, :])  # one sample per call
+        assert torch.allclose(batched[:, 0], m(x).detach(), atol=1e-12)
+
+
+def test_lie_derivative_of_emlp_uses_forward_mode_and_lie_penalty_trains_soft_emlp():
+    from softsym.metrics import lie_derivative_error
+    from softsym.nn import plain_autograd
+    from softsym.soft import SoftSymmetry
+    from softsym.soft.lie import LiePenalty
+
+    torch.manual_seed(0)
+    exact = EMLP("5V0+5V", "V**2", "O(3)", ch=16, num_layers=1).double()
+    x = torch.randn(8, 20, dtype=torch.float64)
+    r = lie_derivative_error(exact, "O(3)", "5V0+5V", "V**2", x)
+    assert r.method == "jvp" and r.max < 1e-12
+    soft = SoftEMLP("5V0+5V", "V**2", ["O(3)", "O(2)@z"], ch=16, num_layers=1).double()
+    grads = {}
+    for method in ("jvp", "vjp"):  # forward mode, and reverse mode twice through the plain ops
+        soft.zero_grad()
+        pen = LiePenalty(SoftSymmetry(["O(3)"]), "5V0+5V", "V**2", method=method)
+        with plain_autograd():
+            res = pen.residuals(soft, x)
+        res.sum().backward()
+        grads[method] = (float(res.sum().detach()), soft.network[0].linear.weight.grad.clone())
+    assert grads["jvp"][0] > 1e-3 and abs(grads["jvp"][0] - grads["vjp"][0]) < 1e-10
+    assert torch.allclose(grads["jvp"][1], grads["vjp"][1], rtol=1e-8, atol=1e-12)

@@ -42,6 +42,7 @@ from .soft.tuning import PERTuner, SoftTuner
 from .data import TASKS, Task, load_task, make_task, task_from_arrays
 from .models import build_model
 from .train import Trainer, TrainConfig
+from .report import symmetry_report
 from .wrappers import Canonicalize, FrameAverage, GroupAverage, SortCanonicalize
 
 __version__ = "0.1.0"
@@ -70,4 +71,5 @@ __all__ = [
     "RPPLinear", "uniform_rep", "gated", "SoftSymmetry",
     "GroupAverage", "FrameAverage", "Canonicalize", "SortCanonicalize", "RubiksCube",
     "PERTuner", "SoftTuner", "TASKS", "Task", "make_task", "load_task", "task_from_arrays", "build_model", "Trainer", "TrainConfig",
+    "symmetry_report",
 ]

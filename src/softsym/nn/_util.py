@@ -1,7 +1,9 @@
 """Small helpers shared by the nn layers: rep binding and checks, per-block bases, exact float64 buffers."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+import contextlib
+import threading
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,7 +18,7 @@ from ..reps.basis import equivariant_basis
 from ..reps.block import canonical_atoms
 
 __all__ = [
-    "as_group", "bind_rep", "as_unbound_rep", "check_real_group", "block_basis", "copy_table", "ExactBuffers",
+    "plain_autograd", "use_plain_autograd", "as_group", "bind_rep", "as_unbound_rep", "check_real_group", "block_basis", "copy_table", "ExactBuffers",
     "factory_kwargs", "atoms_rep",
 ]
 
@@ -55,6 +57,32 @@ def bind_rep(spec, group=None, what: str = "rep") -> Rep:
             "build the rep unbound (e.g. from a string) or bind it to the same group"
         )
     return rep.bind(g)
+
+
+_PLAIN = threading.local()
+
+
+@contextlib.contextmanager
+def plain_autograd() -> Iterator[None]:
+    """Inside this block softsym's layers use plain differentiable torch ops instead of their hand-written autograd
+    kernels (which are faster but first-order only): needed for double backward (e.g. a Lie-derivative penalty
+    computed by reverse mode twice). ``torch.func`` transforms (jvp, vmap, jacrev, ...) switch it on by themselves."""
+    _PLAIN.depth = getattr(_PLAIN, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _PLAIN.depth -= 1
+
+
+def use_plain_autograd(t: torch.Tensor) -> bool:
+    """True inside :func:`plain_autograd` or when ``t`` is wrapped by a torch.func transform (forward-mode AD,
+    vmap, functional grad), which custom autograd Functions without ``setup_context`` / ``jvp`` do not support."""
+    if getattr(_PLAIN, "depth", 0) > 0:
+        return True
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
+    except AttributeError:  # pragma: no cover - torch without functorch internals
+        return False
 
 
 def as_unbound_rep(spec, what: str = "rep") -> Rep:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import RepError
 from ..reps.block import canonical_atoms
-from ._util import as_seed, bind_rep, check_real_group, factory_kwargs
+from ._util import as_seed, bind_rep, check_real_group, factory_kwargs, use_plain_autograd
 
 __all__ = ["BiLinear", "bilinear_structure"]
 
@@ -353,8 +353,10 @@ class BiLinear(nn.Module):
         self._out_single: Dict[int, Tuple[int, int]] = {}
         self._out_runs_of: Dict[int, List[Tuple[int, int, int]]] = {}
         self._out_rows: Dict[int, int] = {}
+        self._out_flat: Dict[int, np.ndarray] = {}
         for a, comp in enumerate(st["out_comps"]):
             flat = comp.indices().reshape(-1)
+            self._out_flat[a] = flat
             runs, pos = [], 0
             for start, length in _runs(flat):
                 runs.append((start, pos, length))
@@ -377,7 +379,43 @@ class BiLinear(nn.Module):
             raise RepError("add_input needs rep_in and rep_out of the same size")
         if self.weight_dim == 0:
             return xT.clone() if add_input else xT.new_zeros(self.out_features, xT.shape[1])
+        if use_plain_autograd(xT) or use_plain_autograd(self.weight):
+            return self._forward_plain(xT, bool(add_input))
         return _BilinearFn.apply(xT.contiguous(), self.weight, self, bool(add_input))
+
+    def _forward_plain(self, xT: torch.Tensor, add_input: bool) -> torch.Tensor:
+        """The same map with plain differentiable torch ops (einsum per block pair): slower than the custom kernel,
+        but it supports forward-mode AD, torch.func transforms and double backward."""
+        n_rows = xT.shape[1]
+        w, gidx = self.weight, self.gather_index
+        gp = xT.index_select(0, gidx).split(self._piece_sizes, 0) if gidx.numel() else ()
+        sp = xT.split(self._in_split, 0) if self._in_split is not None else ()
+
+        def src(spec):
+            return gp[spec[1]] if spec[0] == "g" else sp[spec[1]]
+
+        ys: Dict[int, torch.Tensor] = {}  # output component -> (copies, block size, N)
+
+        def acc(a, val):
+            ys[a] = val if a not in ys else ys[a] + val
+
+        for a, off, cA, K, sA, items in self._a_groups:  # copies laid out (n, sA, sB)
+            wa = w[off:off + cA * K].view(cA, K)
+            for xp, xbp, n, cB, sB, k0 in items:
+                acc(a, torch.einsum("cbj,jstn,btn->csn", wa[:, k0:k0 + cB * n].reshape(cA, cB, n),
+                                    src(xp).reshape(n, sA, sB, n_rows), src(xbp).reshape(cB, sB, n_rows)))
+        for off, rows, cB, sB, xbp, items in self._b_groups:  # copies laid out (sA, n, sB)
+            wb = w[off:off + rows * cB].view(rows, cB)
+            xb = src(xbp).reshape(cB, sB, n_rows)
+            for a, xp, n, cA, sA, r0 in items:
+                acc(a, torch.einsum("cjb,sjtn,btn->csn", wb[r0:r0 + cA * n].reshape(cA, n, cB),
+                                    src(xp).reshape(sA, n, sB, n_rows), xb))
+        out = xT if add_input else xT.new_zeros(self.out_features, n_rows)
+        if not ys:
+            return out.clone() if add_input else out
+        idx = torch.cat([torch.as_tensor(self._out_flat[a], device=xT.device) for a in ys])
+        vals = torch.cat([ys[a].reshape(-1, n_rows) for a in ys]) * self.scale
+        return out.index_add(0, idx, vals)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 0 or x.shape[-1] != self.in_features:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RepError
-from ._util import bind_rep, factory_kwargs
+from ._util import bind_rep, factory_kwargs, use_plain_autograd
 from .reps import gate_indices, num_gates
 
 __all__ = ["GatedNonlinearity"]
@@ -91,6 +91,10 @@ class GatedNonlinearity(nn.Module):
         if self.identity_gates:
             act = F.silu(vT)
             return act * (1.0 + self.w_gated).unsqueeze(1) if self.w_gated is not None else act
+        if use_plain_autograd(vT) or (self.w_gated is not None and use_plain_autograd(self.w_gated)):
+            v = vT[:n]
+            out = torch.sigmoid(vT.index_select(0, self.gate_index)) * v
+            return out + self.w_gated.unsqueeze(1) * F.silu(v) if self.w_gated is not None else out
         return _GateFn.apply(vT.contiguous(), self.w_gated, self.gate_index, n)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
