@@ -110,3 +110,17 @@ def test_cli_report_never_replaces_a_foreign_file(tmp_path, capsys):
                          "--epochs", "1", "--ch", "8", "--out", str(out), "--no-progress"], capsys)
     assert code != 0 and "was not written by softsym report" in err and "Traceback" not in err
     assert (out / "report.json").read_text() == '{"mine": 1}'
+
+
+def test_example_magnetic_field_keeps_only_rotations_about_z(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "symmetry_report.py"
+    spec = importlib.util.spec_from_file_location("example_symmetry_report", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--n", "1500", "--epochs", "150", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "symmetries the data supports: SO(2)@z, Skeleton(SO(2)@z)" in out  # v x B: no reflections, no tilts
+    assert (tmp_path / "magnetic.csv").exists() and (tmp_path / "symmetry_report.png").exists()

@@ -10,7 +10,7 @@ import math
 from typing import Dict, Iterable, List, Optional, Sequence
 
 __all__ = ["summarize", "paired_difference", "beats", "plot_comparison", "format_mse", "symmetry_report",
-           "plot_symmetry_report"]
+           "plot_symmetry_report", "format_increase"]
 
 
 def _mean_std(values: Sequence[float]):
@@ -158,6 +158,13 @@ def _verdict(p: float, no_power: bool) -> str:
     if p >= HOLDS_P:
         return "holds"
     return "broken" if p < BROKEN_P else "uncertain"
+
+
+def format_increase(value: float) -> str:
+    """A report's relative loss increase: "+12.3%", or "x1.9e+04" (the transformed loss over the probe's) when large."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{100 * value:+.1f}%" if abs(value) < 10 else f"x{1 + value:.3g}"
 
 
 def _signed_rank_z(d, tol: float) -> float:

@@ -387,7 +387,7 @@ def register(app: typer.Typer) -> None:
         from ..errors import ConfigError
         from ..groups.parse import canonical_spec
         from ..groups.skeleton import skeleton_candidates
-        from ..report import plot_symmetry_report, symmetry_report
+        from ..report import format_increase, plot_symmetry_report, symmetry_report
 
         cand_list = _parse_candidates(candidates)
         source = TaskSource(task, data, group, rep_in, rep_out, cand_list)
@@ -428,7 +428,7 @@ def register(app: typer.Typer) -> None:
             table.add_column(col, justify=just, no_wrap=True)
         styles = {"holds": "green", "uncertain": "yellow", "broken": "red", "untestable": "dim"}
         for r in rep["candidates"]:
-            table.add_row(r["group"], f"[{styles[r['verdict']]}]{r['verdict']}[/]", f"{100 * r['loss_increase']:+.1f}%",
+            table.add_row(r["group"], f"[{styles[r['verdict']]}]{r['verdict']}[/]", format_increase(r["loss_increase"]),
                           f"{r['z']:.2f}", f"{r['p_value']:.2g}")
         console.print(table)
         console.print(f"holds: p >= {rep['thresholds']['holds_p']:g}; broken: p < {rep['thresholds']['broken_p']:g}; "
