@@ -92,14 +92,16 @@ def test_cli_report_writes_json_and_png(tmp_path, capsys):
     groups = [r["group"] for r in payload["candidates"]]
     assert groups[:4] == ["O(3)", "O(2)@x", "O(2)@y", "O(2)@z"] and "Skeleton(O(3))" in groups
     assert payload["probe"]["model"] == "mlp" and payload["n_samples"] == 64
+    assert all(r["exact"] is not None and "overall" in r for r in payload["candidates"])  # one EMLP per candidate
     assert (out / "report.png").stat().st_size > 1000
-    assert "symmetry test on the test split" in stdout
+    assert "symmetry tests on the test split" in stdout
     # a second run reuses the probe and rewrites its own report
     code, _, err = _run(["report", "--task", "mixed-inertia:o2x", "--n-train", "64", "--n-val", "32", "--n-test",
                          "64", "--epochs", "3", "--ch", "16", "--num-layers", "1", "--group-samples", "4",
-                         "--out", str(out), "--no-progress", "--no-skeletons"], capsys)
+                         "--out", str(out), "--no-progress", "--no-skeletons", "--no-exact"], capsys)
     assert code == 0, err
-    assert len(json.loads((out / "report.json").read_text())["candidates"]) == 4
+    again = json.loads((out / "report.json").read_text())["candidates"]
+    assert len(again) == 4 and "exact" not in again[0]
 
 
 def test_cli_report_never_replaces_a_foreign_file(tmp_path, capsys):
@@ -124,3 +126,41 @@ def test_example_magnetic_field_keeps_only_rotations_about_z(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "symmetries the data supports: SO(2)@z, Skeleton(SO(2)@z)" in out  # v x B: no reflections, no tilts
     assert (tmp_path / "magnetic.csv").exists() and (tmp_path / "symmetry_report.png").exists()
+
+
+def test_exact_model_comparison_and_combined_verdicts():
+    from softsym.report import combine_verdicts, exact_model_comparison
+
+    task = make_task("mixed-inertia:o2z", n_train=8, n_val=8, n_test=300, seed=0)
+    oracle = Oracle("mixed-inertia:o2z")
+
+    class Scaled(torch.nn.Module):  # a model that is off by a factor: much worse than the probe
+        def __init__(self, k):
+            super().__init__()
+            self.k, self.inner = k, Oracle("mixed-inertia:o2z")
+
+        def forward(self, x):
+            return self.k * self.inner(x)
+
+    probe = Scaled(1.05)
+    out = exact_model_comparison(probe, {"good": oracle, "bad": Scaled(2.0), "same": Scaled(1.05)}, task)
+    assert out["good"]["verdict"] == "holds" and out["good"]["loss_ratio"] < 1e-20
+    assert out["bad"]["verdict"] == "broken" and out["bad"]["loss_ratio"] == pytest.approx(400, rel=1e-6)
+    assert out["same"]["verdict"] == "holds" and out["same"]["loss_ratio"] == pytest.approx(1.0)
+    assert combine_verdicts("broken", "holds") == "holds (function only)"
+    assert combine_verdicts("holds", "holds") == "holds" and combine_verdicts("untestable", "holds") == "holds"
+    assert combine_verdicts("holds", "broken") == "broken" and combine_verdicts("broken", None) == "broken"
+
+
+def test_cli_report_exact_models_judge_the_lorentz_function(tmp_path, capsys):
+    # ParticleInteraction's inputs are N(0, I/16) four-momenta: no boost-invariant distribution, so the distribution
+    # test calls O(1,3) broken; the exact O(1,3) EMLP fits far better than the MLP probe: the function is invariant
+    out = tmp_path / "lor"
+    code, _, err = _run(["report", "--task", "particle-interaction", "--n-train", "1000", "--n-val", "200",
+                         "--n-test", "1000", "--epochs", "100", "--ch", "128", "--num-layers", "2",
+                         "--candidates", "O(1,3)", "--no-skeletons", "--group-samples", "4", "--out", str(out),
+                         "--no-progress"], capsys)
+    assert code == 0, err
+    row = json.loads((out / "report.json").read_text())["candidates"][0]
+    assert row["verdict"] == "broken" and row["exact"]["verdict"] == "holds"
+    assert row["exact"]["loss_ratio"] < 0.5 and row["overall"] == "holds (function only)"

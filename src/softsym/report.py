@@ -10,7 +10,8 @@ import math
 from typing import Dict, Iterable, List, Optional, Sequence
 
 __all__ = ["summarize", "paired_difference", "beats", "plot_comparison", "format_mse", "symmetry_report",
-           "plot_symmetry_report", "format_increase"]
+           "plot_symmetry_report", "format_increase", "exact_model_comparison",
+           "combine_verdicts", "add_exact_comparison"]
 
 
 def _mean_std(values: Sequence[float]):
@@ -278,7 +279,10 @@ def plot_symmetry_report(report: Dict, path) -> str:
 
     rows = report["candidates"]
     colours = {"holds": "#55a868", "uncertain": "#dd8452", "broken": "#c44e52", "untestable": "0.6"}
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 0.45 * len(rows) + 1.8), squeeze=False)
+    exact = [r.get("exact") for r in rows]
+    has_exact = any(e is not None for e in exact)
+    fig, axes = plt.subplots(1, 3 if has_exact else 2, figsize=(15.0 if has_exact else 10.0, 0.45 * len(rows) + 1.8),
+                             squeeze=False)
     names = [r["group"] for r in rows][::-1]
     for ax, key, label in ((axes[0][0], "loss_increase", "loss increase under the group (relative)"),
                            (axes[0][1], "z", "signed-rank z-score (one-sided)")):
@@ -288,6 +292,15 @@ def plot_symmetry_report(report: Dict, path) -> str:
         ax.set_yticklabels(names)
         ax.axvline(0, color="0.3", lw=0.8)
         ax.set_xlabel(label)
+    if has_exact:
+        ax = axes[0][2]
+        vals = [e["loss_ratio"] if e else float("nan") for e in exact][::-1]
+        ax.barh(range(len(rows)), vals, color=[colours[e["verdict"]] if e else "0.8" for e in exact][::-1])
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(names)
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="0.3", lw=0.8)
+        ax.set_xlabel("exact model's test MSE / probe's")
     z = 1.6448536269514722  # one-sided 5 % point of N(0, 1)
     axes[0][1].axvline(z, color="0.5", ls="--", lw=0.8)
     axes[0][0].set_title(f"{report['task']}: {report['model']} on the {report['split']} split (n={report['n_samples']})",
@@ -298,3 +311,81 @@ def plot_symmetry_report(report: Dict, path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
+
+
+def _split_losses(model, x, y, batch: int = 4096):
+    """Per-sample squared error (float64) of ``model`` on (x, y), evaluated without gradients."""
+    import torch
+
+    params = list(model.parameters())
+    dtype = params[0].dtype if params else torch.float64
+    device = params[0].device if params else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = [model(x[i:i + batch].to(device=device, dtype=dtype)).double().cpu() for i in range(0, len(x), batch)]
+    finally:
+        model.train(was_training)
+    return ((torch.cat(out) - y.double()) ** 2).mean(-1)
+
+
+#: exact-model comparison: "holds" when the exact model's test loss is at most HOLDS_RATIO x the probe's (or not
+#: significantly worse), "broken" when it is significantly worse (p < BROKEN_P) and more than BROKEN_RATIO x
+HOLDS_RATIO, BROKEN_RATIO = 1.1, 1.5
+
+
+def exact_model_comparison(probe, exact_models: Dict[str, object], task, *, split: str = "test") -> Dict[str, Dict]:
+    """Whether the target *function* is equivariant: each candidate's exactly equivariant model against the
+    unconstrained probe, both trained on the training split, compared on held-out samples.
+
+    e_i = l(f_G(x_i), y_i) - l(f(x_i), y_i); a Wilcoxon signed-rank z-score of e > 0 and the loss ratio
+    mean l(f_G) / mean l(f). A broken symmetry makes the exact model unable to fit the data (ratio well above 1);
+    under a true symmetry the exact model generalises at least about as well. Unlike the distribution test this
+    needs no symmetric input distribution (non-compact groups, inputs in a fixed frame), but it compares two trained
+    models, so its verdicts use heuristic ratio thresholds: "holds" (ratio <= 1.1 or p >= 0.05), "broken"
+    (p < 0.001 and ratio > 1.5), else "uncertain".
+    """
+    x, y = task.splits()[split]
+    base = _split_losses(probe, x, y)
+    base_mean = float(base.mean())
+    out = {}
+    for spec, model in exact_models.items():
+        e = _split_losses(model, x, y) - base
+        z = _signed_rank_z(e, 1e-12 * max(base_mean, 1e-300))
+        p = 0.5 * math.erfc(z / math.sqrt(2.0))
+        ratio = float((e + base).mean()) / base_mean if base_mean > 0 else float("inf")
+        if ratio <= HOLDS_RATIO or p >= HOLDS_P:
+            verdict = "holds"
+        elif p < BROKEN_P and ratio > BROKEN_RATIO:
+            verdict = "broken"
+        else:
+            verdict = "uncertain"
+        out[spec] = {"loss_ratio": ratio, "z": z, "p_value": p, "verdict": verdict,
+                     "exact_mse": float((e + base).mean()), "probe_mse": base_mean}
+    return out
+
+
+def combine_verdicts(distribution: str, exact: Optional[str]) -> str:
+    """Overall verdict of a candidate from the distribution test and (if run) the exact-model comparison.
+
+    The exact-model comparison decides whether the target function is equivariant; "holds (function only)" means
+    it is, but (x, y) is not symmetrically distributed (the inputs are not, e.g. a fixed frame or a non-compact
+    group): augmentation with the group would leave the data's support."""
+    if exact is None or exact == "n/a":
+        return distribution
+    if exact == "holds":
+        return "holds" if distribution in ("holds", "untestable") else "holds (function only)"
+    return exact
+
+
+def add_exact_comparison(report: Dict, comparison: Dict[str, Dict]) -> Dict:
+    """Merge :func:`exact_model_comparison` results into a :func:`symmetry_report` (in place): every row gets
+    ``exact`` (or None) and ``overall``."""
+    for row in report["candidates"]:
+        ex = comparison.get(row["group"])
+        row["exact"] = ex
+        row["overall"] = combine_verdicts(row["verdict"], ex["verdict"] if ex else None)
+    report["exact_thresholds"] = {"holds_ratio": HOLDS_RATIO, "broken_ratio": BROKEN_RATIO, "holds_p": HOLDS_P,
+                                  "broken_p": BROKEN_P}
+    return report

@@ -373,6 +373,9 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = typer.Option(None, "--lr"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size"),
         group_samples: int = typer.Option(16, "--group-samples", help="Group elements per candidate."),
+        exact: bool = typer.Option(True, "--exact/--no-exact", help="Also train each candidate's exact EMLP and "
+                                                                    "compare it with the probe (tests the target "
+                                                                    "function itself; one training per candidate)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default softsym-report/<task>): "
                                                                "report.json, report.png, the probe's run."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Retrain a probe whose run directory holds "
@@ -387,7 +390,9 @@ def register(app: typer.Typer) -> None:
         from ..errors import ConfigError
         from ..groups.parse import canonical_spec
         from ..groups.skeleton import skeleton_candidates
-        from ..report import format_increase, plot_symmetry_report, symmetry_report
+        from ..errors import SoftsymError
+        from ..report import (add_exact_comparison, exact_model_comparison, format_increase, plot_symmetry_report,
+                              symmetry_report)
 
         cand_list = _parse_candidates(candidates)
         source = TaskSource(task, data, group, rep_in, rep_out, cand_list)
@@ -416,22 +421,57 @@ def register(app: typer.Typer) -> None:
                           skeletons=None)
         rep = symmetry_report(result.model, probe_task, tested, group_samples=group_samples, seed=seed)
         rep["probe"] = {k: result.metrics.get(k) for k in ("model", "test_mse", "val_mse", "epochs", "train_seconds")}
+        if exact:  # one exactly equivariant EMLP per candidate, trained like the probe
+            exact_models, failed = {}, {}
+            for spec in tested:
+                try:
+                    res = _run_one(source, f"emlp:{spec}", seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
+                                   epochs=epochs, ch=ch, num_layers=num_layers, lr=lr, batch_size=batch_size,
+                                   weight_decay=None, tuner=None,
+                                   run_dir=str(out_dir / f"exact-{_slug(spec)}-seed{seed}"), resume=True,
+                                   overwrite=False, progress=progress, replace_different=overwrite)
+                    exact_models[spec] = res.model
+                except SoftsymError as exc:  # e.g. a complex group: no real EMLP
+                    failed[spec] = str(exc)
+            add_exact_comparison(rep, exact_model_comparison(result.model, exact_models, probe_task))
+            rep["exact_failed"] = failed
         json_path.write_text(json.dumps(rep, indent=1, default=str))
         png = plot_symmetry_report(rep, png_path)
         if json_out:
             console.print_json(json.dumps(rep, default=str))
             return
-        table = Table(title=f"{source.label}: symmetry test on the {rep['split']} split (n={rep['n_samples']}, probe "
+        table = Table(title=f"{source.label}: symmetry tests on the {rep['split']} split (n={rep['n_samples']}, probe "
                             f"{rep['model']}, test MSE {rep['base_mse']:.4g})")
-        for col, just in (("candidate", "left"), ("verdict", "left"), ("loss increase", "right"), ("z", "right"),
-                          ("p (one-sided)", "right")):
-            table.add_column(col, justify=just, no_wrap=True)
-        styles = {"holds": "green", "uncertain": "yellow", "broken": "red", "untestable": "dim"}
+        cols = [("candidate", "left"), ("verdict", "left"), ("distribution", "left"), ("loss", "right")]
+        cols += [("exact model", "left"), ("MSE ratio", "right")] if exact else [("z", "right")]
+        for col, just in cols:
+            table.add_column(col, justify=just, no_wrap=col not in ("candidate", "verdict"),
+                             overflow="fold" if col == "candidate" else "ellipsis")
+        styles = {"holds": "green", "holds (function only)": "green", "uncertain": "yellow", "broken": "red",
+                  "untestable": "dim"}
+
+        def styled(v):
+            return f"[{styles[v]}]{v}[/]" if v in styles else v
+
         for r in rep["candidates"]:
-            table.add_row(r["group"], f"[{styles[r['verdict']]}]{r['verdict']}[/]", format_increase(r["loss_increase"]),
-                          f"{r['z']:.2f}", f"{r['p_value']:.2g}")
+            cells = [r["group"], styled(r.get("overall", r["verdict"])), styled(r["verdict"]),
+                     format_increase(r["loss_increase"])]
+            if exact:
+                ex = r.get("exact")
+                cells += [styled(ex["verdict"]) if ex else "n/a", f"{ex['loss_ratio']:.3g}" if ex else "-"]
+            else:
+                cells.append(f"{r['z']:.2f}")
+            table.add_row(*cells)
         console.print(table)
-        console.print(f"holds: p >= {rep['thresholds']['holds_p']:g}; broken: p < {rep['thresholds']['broken_p']:g}; "
-                      "loss increase = how much worse the probe fits the data transformed by the group (relative to "
-                      "its test MSE); untestable = the probe is exactly equivariant to that group.", highlight=False)
+        console.print(f"distribution test: is (g x, g y) distributed like (x, y)? holds: p >= "
+                      f"{rep['thresholds']['holds_p']:g}, broken: p < {rep['thresholds']['broken_p']:g}; loss increase "
+                      "(loss) = how much worse the probe fits the transformed data (z-scores in report.json); untestable = the probe is exactly "
+                      "equivariant to that group.", highlight=False)
+        if exact:
+            console.print("exact model: test MSE of the candidate's exact EMLP over the probe's (holds: ratio <= 1.1 "
+                          "or not significantly worse; broken: p < 0.001 and ratio > 1.5). 'holds (function only)': the "
+                          "target function is equivariant but the inputs are not symmetrically distributed.",
+                          highlight=False)
+            for spec, why in rep.get("exact_failed", {}).items():
+                console.print(f"  no exact model for {spec}: {why}", highlight=False)
         console.print(f"wrote {json_path} and {png}", highlight=False)
