@@ -29,7 +29,9 @@ def print_report(report) -> None:
     console.print(
         f"verdicts: [green]exact[/] if max error <= {report.exact_tol:.1e}, "
         f"[yellow]approximate[/] if mean error <= {report.approx_tol:.3g}, else [red]not equivariant[/]. "
-        "Errors are EMLP's scale-adjusted relative error rms(f(gx) - g f(x)) / (rms f(gx) + rms g f(x) + mean|g - I|); "
+        "Errors are EMLP's scale-adjusted relative error rms(f(gx) - g f(x)) / (rms f(gx) + rms g f(x) + "
+        "mean|g - I| s) with s = min(1, rms f(x)) (s = 1 is EMLP's; the cap keeps small outputs from hiding "
+        "errors); "
         "'plain' is ||f(gx) - g f(x)|| / ||f(x)||; Lie errors are ||L_A f|| / (||f(x)|| ||A||)."
     )
     table = Table(title="equivariance per group")
@@ -41,7 +43,7 @@ def print_report(report) -> None:
     for r in report.results:
         eq, lie = r.equivariance, r.lie
         table.add_row(
-            r.group, str(eq.n_samples), _fmt(eq.mean), _fmt(eq.max), _fmt(eq.plain_max),
+            r.group, str(eq.n_samples), _fmt(eq.capped_mean), _fmt(eq.capped_max), _fmt(eq.plain_max),
             _fmt(lie.max if lie else None), f"[{_STYLE[r.verdict]}]{r.verdict}[/]",
         )
     console.print(table)

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, SoftsymError
 from ..metrics import _check_output, check_seed, model_dtype_device
 from .sampled import NORM_EPS, bind_reps, check_inputs
 from .symmetry import SoftSymmetry
@@ -105,6 +105,8 @@ class LiePenalty:
         if self.method == "jvp":
             try:
                 return jvp(model, (x,), (t,))
+            except SoftsymError:  # the model's own clear error (e.g. a softsym wrapper refusing its inputs)
+                raise
             except Exception as exc:
                 raise ModelError(f"torch.func.jvp of the model failed ({type(exc).__name__}: {exc}); use "
                                  "method='vjp' (if its backward is differentiable) or SampledPenalty") from exc
@@ -116,6 +118,8 @@ class LiePenalty:
                 u = torch.zeros_like(y, requires_grad=True)
                 (gx,) = torch.autograd.grad(y, xr, grad_outputs=u, create_graph=True)
                 (dy,) = torch.autograd.grad(gx, u, grad_outputs=t, create_graph=keep_graph)
+        except SoftsymError:
+            raise
         except Exception as exc:
             raise ModelError(f"differentiating the model twice failed ({type(exc).__name__}: {exc}); the Lie "
                              "penalty needs forward-mode AD or double backward; use SampledPenalty") from exc

@@ -70,6 +70,10 @@ class LinearProjectionPenalty:
         linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
         self.layers: List[Tuple[str, nn.Linear, List[Basis], List[Basis]]] = []
         for name, spec in layers.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"layer names must be strings (the dotted names of model.named_modules(), e.g. "
+                                  f"'0' or 'encoder.fc'), got {type(name).__name__} {name!r}; its nn.Linear layers "
+                                  f"are: {', '.join(repr(n) for n in linears) or '(none)'}")
             if name not in modules:
                 raise ConfigError(f"layer {name!r} not found in the model; its nn.Linear layers are: "
                                   f"{', '.join(linears) or '(none)'}")
@@ -77,6 +81,9 @@ class LinearProjectionPenalty:
             if not isinstance(layer, nn.Linear):
                 raise ConfigError(f"layer {name!r} is a {type(layer).__name__}, not an nn.Linear; declare only "
                                   f"Linear layers: {', '.join(linears) or '(none)'}")
+            if isinstance(layer, nn.modules.lazy.LazyModuleMixin) and layer.has_uninitialized_params():
+                raise ConfigError(f"layer {name!r} is a lazy Linear whose in_features are not known yet; run one "
+                                  "forward pass (or give in_features) before declaring its reps")
             if not (isinstance(spec, (tuple, list)) and len(spec) == 2):
                 raise ConfigError(f"layer {name!r}: declare (rep_in, rep_out), got {spec!r}")
             rins = bind_reps(symmetry, spec[0], f"rep_in of layer {name!r}")

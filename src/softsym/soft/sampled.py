@@ -11,7 +11,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError, RepError
+from ..errors import ConfigError, DataError, ModelError, RepError, SoftsymError
 from ..metrics import _check_output, check_seed, check_spread, finite_elements, model_dtype_device, require_real_finite
 from ..reps.algebra import parse_rep
 from ..reps.base import Rep
@@ -70,8 +70,18 @@ def check_inputs(x, n_in: int, who: str) -> None:
     require_real_finite(x, who)
 
 
+def _model_call_raw(model: Callable, x: torch.Tensor):
+    try:
+        return model(x)
+    except SoftsymError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"SampledPenalty: calling the model on inputs of shape {tuple(x.shape)} ({x.dtype}) failed "
+                         f"with {type(exc).__name__}: {exc}") from exc
+
+
 def _model_call(model: Callable, x: torch.Tensor, n_out: int, rep: Rep) -> torch.Tensor:
-    y = model(x)
+    y = _model_call_raw(model, x)
     return _check_output(y, x.shape[0], n_out, rep, check_finite=False).to(torch.float64)
 
 
@@ -110,7 +120,7 @@ class SampledPenalty:
                  seed: Optional[int] = None, spread: Optional[float] = None, detach_target: bool = False) -> None:
         if not isinstance(symmetry, SoftSymmetry):
             raise ConfigError(f"SampledPenalty needs a SoftSymmetry, got {type(symmetry).__name__}")
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ConfigError(f"n_samples must be a positive integer, got {n_samples!r}")
         self.symmetry = symmetry
         self.rep_ins = bind_reps(symmetry, rep_ins, "rep_ins")
@@ -151,7 +161,7 @@ class SampledPenalty:
         b, s = x.shape[0], self.n_samples
         x64 = x.detach().to(torch.float64)
         if fx is None:
-            fx = model(x.to(mdtype))
+            fx = _model_call_raw(model, x.to(mdtype))
         f64 = _check_output(fx, b, self.n_out, self.rep_outs[0], check_finite=False).to(torch.float64)
         out_dtype = fx.dtype if fx.is_floating_point() else torch.float64
         norm = f64.detach().pow(2).sum(1).mean().clamp_min(NORM_EPS)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ModelError
 from ..groups.parse import parse_group
 from ..metrics import _check_output, act_each, check_seed, finite_elements, model_dtype_device, require_real_finite
 from ..reps.algebra import rep as _make_rep
@@ -67,7 +67,8 @@ class GroupAverage(nn.Module):
         if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer))
                                       or n_samples < 1):
             raise ConfigError(f"n_samples must be a positive integer or None, got {n_samples!r}")
-        if chunk_rows is not None and (not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 0):
+        if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer))
+                                       or chunk_rows < 0):
             raise ConfigError(f"chunk_rows must be None, 0 (one call) or a positive integer, got {chunk_rows!r}")
         self.chunk_rows = chunk_rows
         self.seed = seed
@@ -75,11 +76,13 @@ class GroupAverage(nn.Module):
         self._finite = finite_elements(self.group)
         order = None if self._finite is None else len(self._finite)
         self.exact = order is not None and (n_samples is None or n_samples >= order)
+        self._host = None  # CPU float64 copies of the fixed elements (the buffers may move to any device, even meta)
         if self.exact:
             els = torch.from_numpy(np.ascontiguousarray(self._finite))
             self.n_samples = int(order)
             self.register_buffer("elements", els, persistent=False)
             self.register_buffer("inverses", torch.linalg.inv(els), persistent=False)
+            self._host = (els, self.inverses)
         else:
             if not self.group.is_compact:
                 raise ConfigError(
@@ -91,6 +94,7 @@ class GroupAverage(nn.Module):
                 els = self._draw(self.n_samples)
                 self.register_buffer("elements", els, persistent=False)
                 self.register_buffer("inverses", torch.linalg.inv(els), persistent=False)
+                self._host = (els, self.inverses)
             else:
                 self.elements = None
                 self.inverses = None
@@ -117,7 +121,7 @@ class GroupAverage(nn.Module):
             if len(self.elements) * (n_in ** 2 + n_out ** 2) > self.DENSE_MAX_ENTRIES:
                 self._dense_cache = None
             else:
-                els, invs = self.elements.cpu(), self.inverses.cpu()
+                els, invs = self._host
                 self._dense_cache = (torch.stack([self.rep_in.rho(g).dense() for g in els]),
                                      torch.stack([self.rep_out.rho(h).dense() for h in invs]))
         if self._dense_cache is None:
@@ -129,7 +133,9 @@ class GroupAverage(nn.Module):
         convert the model only, since the group actions are always applied in float64."""
         keep = {k: getattr(self, k) for k in ("elements", "inverses") if getattr(self, k, None) is not None}
         super()._apply(fn, *args, **kwargs)
-        for k, v in keep.items():
+        for i, (k, v) in enumerate(keep.items()):
+            if v.device.type == "meta" and self._host is not None:  # e.g. .to_empty() after .to("meta"): no values
+                v = self._host[i]
             setattr(self, k, v.to(device=getattr(self, k).device))
         return self
 
@@ -151,7 +157,12 @@ class GroupAverage(nn.Module):
     def _model_output(self, y, rows: int) -> torch.Tensor:
         """The model's output for ``rows`` inputs, unchanged, after checking it is a real tensor (rows, ...) with
         rep_out.size entries per row (ModelError otherwise)."""
-        _check_output(y, rows, self.rep_out.size, self.rep_out, check_finite=False)
+        try:
+            _check_output(y, rows, self.rep_out.size, self.rep_out, check_finite=False)
+        except ModelError as exc:
+            raise ModelError(f"GroupAverage: {exc} (the wrapped model is called on stacks of transformed copies of "
+                             f"the inputs, {rows} rows here: it must map (rows, {self.rep_in.size}) to (rows, "
+                             f"{self.rep_out.size}) for any number of rows)") from None
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,8 @@ class SortCanonicalize(nn.Module):
         if x.is_complex():
             raise DataError("SortCanonicalize: complex inputs have no order; pass real features (e.g. "
                             "torch.view_as_real(x))")
-        if torch.isnan(x).any():
+        meta = x.device.type == "meta"  # shapes only (e.g. shape inference): no values to check or compare
+        if not meta and torch.isnan(x).any():
             raise DataError("SortCanonicalize: NaN inputs cannot be sorted consistently; clean the data first")
         axis = self._axis(x.ndim)
         xs = torch.movedim(x, axis, 1)
@@ -113,14 +114,14 @@ class SortCanonicalize(nn.Module):
                              f"{axis}; got {shape}")
         ys = torch.movedim(y, axis, 1)
         if ys.shape[:2] != (b, n):
-            raise ConfigError(f"equivariant output must keep the set axis ({n} elements) at axis {axis}; "
+            raise ModelError(f"equivariant output must keep the set axis ({n} elements) at axis {axis}; "
                               f"got shape {tuple(y.shape)}")
         # average the outputs of identical elements (ties), exact stabiliser average
         flat_x = xs.reshape(b, n, math.prod(xs.shape[2:]))
         feats = torch.gather(flat_x, 1, perm[..., None].expand_as(flat_x))
         same = torch.zeros(b, n, dtype=torch.bool, device=x.device)
         same[:, 1:] = (feats[:, 1:] == feats[:, :-1]).all(dim=-1)
-        if bool(same.any()):
+        if not meta and bool(same.any()):
             gid = torch.cumsum((~same).long(), dim=1) - 1 + torch.arange(b, device=x.device)[:, None] * n
             flat = ys.reshape(b * n, -1)
             sums = torch.zeros_like(flat).index_add(0, gid.reshape(-1), flat)
