@@ -338,3 +338,18 @@ def test_sort_canonicalize_negative_axis_empty_sets_and_errors():
         SortCanonicalize(per_element, "equivariant", set_axis=-3)(x)
     with pytest.raises(softsym.ModelError, match="got tuple"):
         SortCanonicalize(lambda z: (z,), "equivariant")(x)
+
+
+def test_frame_average_model_output_errors_are_model_errors():
+    from softsym.errors import DataError, ModelError
+    from softsym.wrappers import FrameAverage
+
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+    with pytest.raises(ModelError, match="must return a tensor"):
+        FrameAverage(lambda p: (p.mean(1),), "O(3)", output="vector")(x)
+    with pytest.raises(ModelError, match=r"returned shape \(32, 2\) for 32 canonical clouds"):
+        FrameAverage(lambda p: p.mean(1)[:, :2], "O(3)", output="vector")(x)  # 4 clouds x 8 frames
+    with pytest.raises(ModelError, match=r"returned shape \(32, 4\)"):
+        FrameAverage(lambda p: p.mean(1).repeat(1, 2)[:, :4], "O(3)", output="tensor")(x)
+    with pytest.raises(DataError, match="meta device"):
+        FrameAverage(lambda p: p.mean(1), "O(3)", output="vector")(torch.zeros(2, 4, 3, device="meta"))

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ModelError
 from ..groups.base import Group
 from ..groups.classical import O as _O
 from ..groups.classical import SO as _SO
@@ -382,6 +382,9 @@ class _FrameBase(nn.Module):
             )
         if x.shape[1] == 0:
             raise DataError(f"{type(self).__name__}: point clouds need at least one point")
+        if x.device.type == "meta":
+            raise DataError(f"{type(self).__name__}: the inputs are on the meta device (shapes only); PCA frames are "
+                            "computed from the point values, so pass the clouds on a real device")
         require_real_finite(x, type(self).__name__, "; the PCA frame of such a cloud is undefined")
 
     def _canonical_inputs(self, x64: torch.Tensor, t: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
@@ -424,7 +427,7 @@ class _FrameBase(nn.Module):
             canon = canon_reg
         y = self._call_model(canon.to(mdtype), b)
         if not isinstance(y, torch.Tensor) or y.ndim == 0 or y.shape[0] != r * k + len(irr_owner):
-            raise ConfigError(f"{type(self).__name__}: the model must return a tensor (batch, ...), got "
+            raise ModelError(f"{type(self).__name__}: the model must return a tensor (batch, ...), got "
                               f"{getattr(y, 'shape', type(y).__name__)} for a batch of {r * k + len(irr_owner)}")
         out_dtype = y.dtype if y.is_floating_point() else torch.float64
         y = y.to(torch.float64)
@@ -468,8 +471,8 @@ class _FrameBase(nn.Module):
         r, k = y.shape[:2]
         if self.output in ("vector", "position"):
             if y.shape[-1] != d:
-                raise ConfigError(f"output {self.output!r} needs a last dimension of {d}, got shape "
-                                  f"{tuple(y.shape[2:])}")
+                raise ModelError(f"output {self.output!r} needs a last dimension of {d}; the model returned shape "
+                                 f"{(r * k,) + tuple(y.shape[2:])} for {r * k} canonical clouds")
             s = signs.reshape(r, k, *([1] * (y.ndim - 3)), d)
             return (y * s).mean(1)
         if y.ndim >= 4 and y.shape[-2:] == (d, d):
@@ -477,8 +480,8 @@ class _FrameBase(nn.Module):
         elif y.shape[-1] == d * d:
             mat = y.reshape(*y.shape[:-1], d, d)
         else:
-            raise ConfigError(f"output 'tensor' needs trailing dims ({d}, {d}) or a last dim of {d * d}, "
-                              f"got shape {tuple(y.shape[2:])}")
+            raise ModelError(f"output 'tensor' needs trailing dims ({d}, {d}) or a last dim of {d * d}; the model "
+                             f"returned shape {(r * k,) + tuple(y.shape[2:])} for {r * k} canonical clouds")
         ss = (signs[:, :, :, None] * signs[:, :, None, :]).reshape(r, k, *([1] * (mat.ndim - 4)), d, d)
         return (mat * ss).mean(1).reshape(r, *y.shape[2:])
 
@@ -488,7 +491,8 @@ class _FrameBase(nn.Module):
             return y
         if self.output in ("vector", "position"):
             if y.shape[-1] != d:
-                raise ConfigError(f"output {self.output!r} needs a last dimension of {d}, got shape {tuple(y.shape)}")
+                raise ModelError(f"output {self.output!r} needs a last dimension of {d}; the model returned shape "
+                                 f"{tuple(y.shape)}")
             flat = y.reshape(m, -1, d)
             return torch.einsum("mij,mkj->mki", frames, flat).reshape(y.shape)
         # tensor
@@ -497,8 +501,8 @@ class _FrameBase(nn.Module):
         elif y.shape[-1] == d * d:
             mat, shape = y.reshape(m, -1, d, d), y.shape
         else:
-            raise ConfigError(f"output 'tensor' needs trailing dims ({d}, {d}) or a last dim of {d * d}, "
-                              f"got shape {tuple(y.shape)}")
+            raise ModelError(f"output 'tensor' needs trailing dims ({d}, {d}) or a last dim of {d * d}; "
+                             f"the model returned shape {tuple(y.shape)}")
         out = frames[:, None] @ mat @ frames.transpose(-1, -2)[:, None]
         return out.reshape(shape)
 
