@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ConfigError, DataError, SoftsymError
 from ..groups.parse import canonical_spec, parse_group
-from ..reps.algebra import parse_rep
+from ..reps.algebra import rep as make_rep
 from ..reps.base import Rep
 from .synthetic import Task
 
@@ -34,18 +34,6 @@ DATA_SUFFIXES = (".npz", ".csv", ".tsv", ".txt")
 #: default split fractions when the data does not come split
 VAL_FRACTION, TEST_FRACTION = 0.15, 0.15
 _SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-
-
-def _bound(spec, group, what: str) -> Rep:
-    if isinstance(spec, Rep):
-        rep = spec
-    elif isinstance(spec, str):
-        rep = parse_rep(spec)
-    else:
-        raise ConfigError(f"{what} must be a rep string such as '5V0+5V' or a Rep, got {type(spec).__name__}")
-    if rep.group is not None and rep.group != group:
-        raise ConfigError(f"{what} {rep!r} is bound to {rep.group.name}, but the data's group is {group.name}")
-    return rep.bind(group)
 
 
 def _group_text(spec, g) -> str:
@@ -159,7 +147,7 @@ def task_from_arrays(x, y, *, group, rep_in, rep_out, candidates: Optional[Seque
     """
     g = parse_group(group)
     group_text = _group_text(group, g)
-    rin, rout = _bound(rep_in, g, "rep_in"), _bound(rep_out, g, "rep_out")
+    rin, rout = make_rep(rep_in, g), make_rep(rep_out, g)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     n_train, n_val, n_test = (_check_size(v, k) for v, k in ((n_train, "n_train"), (n_val, "n_val"),
@@ -259,7 +247,7 @@ def load_task(path, *, group, rep_in, rep_out, candidates: Optional[Sequence[str
         raise DataError(f"data file {p} is empty")
     info = {"source": str(p), "sha256": hashlib.sha256(raw).hexdigest()[:16]}
     g = parse_group(group)
-    rin, rout = _bound(rep_in, g, "rep_in"), _bound(rep_out, g, "rep_out")
+    rin, rout = make_rep(rep_in, g), make_rep(rep_out, g)
     common = dict(group=group, rep_in=rep_in, rep_out=rep_out, candidates=candidates, n_train=n_train, n_val=n_val,
                   n_test=n_test, seed=seed, normalise=normalise, name=f"data:{p.name}", info=info)
     if p.suffix.lower() == ".npz":
