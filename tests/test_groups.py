@@ -438,7 +438,7 @@ def test_parse_group_nested_embed_acts_on_the_given_coordinates():
         assert torch.allclose(g[1:3, 1:3] @ g[1:3, 1:3].T, torch.eye(2, dtype=g.dtype), atol=1e-12)
 
 
-@pytest.mark.parametrize("bad,why", [("(O(3)", "missing '\)'"), ("O(3))", "unexpected"), ("O(2)@q", "embedding"),
+@pytest.mark.parametrize("bad,why", [("(O(3)", r"missing '\)'"), ("O(3))", "unexpected"), ("O(2)@q", "embedding"),
                                      ("O(3)**S(2)", "empty factor"), ("O(2)@zz", "embedding")])
 def test_parse_group_bracket_errors(bad, why):
     with pytest.raises(ss.errors.GroupError, match=why):

@@ -30,6 +30,18 @@ SAMPLE_SPREAD: float = 0.5
 SOLVER_SEED: int = 1234
 
 
+#: Smallest relative singular-value threshold of the SVD paths: float64 round-off puts the singular values of exact
+#: null vectors near 1e-16, so a smaller tol would classify them as non-null and return too small a basis.
+SVD_TOL_FLOOR: float = 1e-11
+#: Largest tensor block the matrix-free iterative path takes on, and the largest null space it looks for: beyond
+#: these LOBPCG runs for many minutes (or exhausts memory), so the block is refused with BasisTooLargeError instead.
+ITERATIVE_MAX_DIM: int = 1 << 14
+ITERATIVE_MAX_BLOCK: int = 128
+
+#: Most generator entries (k d^2, summed over both generator sets) a group may hold: 2^26 float64 = 512 MiB.
+#: Why: O(n) has n(n-1)/2 generators of n x n, so "O(1000)" would allocate 4 TB before anything else happens.
+MAX_GENERATOR_ENTRIES: int = 1 << 26
+
 def max_dense_bytes() -> int:
     """Memory cap for :attr:`Basis.Q` (bytes); ``SOFTSYM_MAX_DENSE_BYTES`` overrides the 2 GiB default."""
     value = os.environ.get("SOFTSYM_MAX_DENSE_BYTES")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import List, Optional
 
@@ -20,6 +21,17 @@ DEMO_CASES = [
     ("O(3)", "V**4", "V**4"),
     ("S(6)", "100V0+100V+20V**2", "100V0+100V+20V**2"),
 ]
+
+
+def _finite_json(obj):
+    """obj with every non-finite float replaced by its string ("inf", "-inf", "nan"), so json.dumps stays strict."""
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
 
 
 def _solve_table(cases, cache: bool, title: str):
@@ -81,8 +93,10 @@ def register(app: typer.Typer) -> None:
         basis = softsym.equivariant_basis(target, tol=tol, cache=not no_cache)
         dt = time.perf_counter() - t0
         if json_out:
-            console.print_json(json.dumps({"dim": basis.dim, "size": basis.size, "seconds": dt,
-                                           "blocks": basis.blocks, "spectrum": basis.spectrum}, default=str))
+            # strict JSON: a non-finite number (gap = inf for a clear-cut block) is written as the string "inf"
+            payload = _finite_json({"dim": basis.dim, "size": basis.size, "seconds": dt,
+                                    "blocks": basis.blocks, "spectrum": basis.spectrum})
+            console.print_json(json.dumps(payload, default=str, allow_nan=False))
             return
         console.print(f"{g.name}: {target!r}  size {basis.size:,}  basis dim [bold]{basis.dim:,}[/]  ({dt * 1e3:.1f} ms)")
         table = Table(title="distinct blocks")

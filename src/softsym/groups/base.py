@@ -27,7 +27,7 @@ def as_generator_array(mats, d: Optional[int], what: str) -> np.ndarray:
             raise GroupError(f"cannot infer the dimension: give {what} or d")
         return np.zeros((0, d, d))
     if isinstance(mats, torch.Tensor):
-        mats = mats.detach().cpu().numpy()
+        mats = mats.detach().cpu().resolve_conj().numpy()
     try:
         arr = np.asarray(mats)
     except Exception as exc:  # ragged lists and the like
@@ -43,6 +43,8 @@ def as_generator_array(mats, d: Optional[int], what: str) -> np.ndarray:
         return np.zeros((0, d, d))
     if arr.ndim == 2:
         arr = arr[None]
+    if arr.ndim == 3 and arr.shape[1] == arr.shape[2]:
+        check_generator_budget(what, arr.shape[0], arr.shape[1])
     if arr.ndim != 3 or arr.shape[1] != arr.shape[2]:
         raise GroupError(
             f"{what} must have shape (k, d, d) with square matrices, got {tuple(arr.shape)}; "
@@ -58,6 +60,42 @@ def as_generator_array(mats, d: Optional[int], what: str) -> np.ndarray:
     if np.iscomplexobj(arr) and np.abs(arr.imag).max() == 0:
         arr = arr.real.copy()
     return arr
+
+
+from ..defaults import MAX_GENERATOR_ENTRIES  # noqa: E402
+
+
+def check_generator_budget(label: str, k: int, d: int) -> None:
+    """Refuse a group whose k generators of d x d would not fit in MAX_GENERATOR_ENTRIES (before allocating)."""
+    entries = int(k) * int(d) * int(d)
+    if entries > MAX_GENERATOR_ENTRIES:
+        raise GroupError(
+            f"{label}: {k} generator(s) of {d} x {d} would need {entries * 8 / 1e9:.3g} GB "
+            f"(more than the {MAX_GENERATOR_ENTRIES * 8 / 1e9:.3g} GB limit for generators); use a smaller group "
+            "or dimension"
+        )
+
+
+def check_dimension(d, what: str = "group dimension") -> int:
+    """A positive (non-bool) integer dimension, as int."""
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+        raise GroupError(f"{what} must be a positive integer, got {d!r}")
+    return int(d)
+
+
+def _shape_dimension(mats) -> Optional[int]:
+    """d read off generators of shape (k, d, d) or (d, d), even when k = 0 (None when it cannot be read)."""
+    if mats is None:
+        return None
+    shape = tuple(mats.shape) if isinstance(mats, (np.ndarray, torch.Tensor)) else None
+    if shape is None:
+        try:
+            shape = np.shape(mats)
+        except Exception:  # ragged: as_generator_array reports it
+            return None
+    if len(shape) in (2, 3) and shape[-1] == shape[-2] and shape[-1] > 0:
+        return int(shape[-1])
+    return None
 
 
 def are_signed_permutations(mats: np.ndarray, atol: float = 0.0) -> bool:
@@ -101,16 +139,14 @@ class Group:
         name: Optional[str] = None,
         compact: Optional[bool] = None,
     ) -> None:
-        if d is None:
-            for mats, what in ((lie_algebra, "Lie-algebra generators"), (discrete_generators, "discrete generators")):
-                if mats is None:
-                    continue
-                arr = as_generator_array(mats, None, what) if not isinstance(mats, np.ndarray) else mats
-                if arr.ndim >= 2 and arr.size:
-                    d = int(arr.shape[-1])
-                    break
-        if d is not None and (not isinstance(d, (int, np.integer)) or d < 1):
-            raise GroupError(f"group dimension must be a positive integer, got {d!r}")
+        if d is None:  # read d off whichever generator set has a shape (k, d, d), even if k = 0
+            d = _shape_dimension(lie_algebra) or _shape_dimension(discrete_generators)
+            if d is None:  # no usable shape: let the validator say what is wrong with the input
+                for mats, what in ((lie_algebra, "Lie-algebra generators"), (discrete_generators, "discrete generators")):
+                    if mats is not None:
+                        as_generator_array(mats, None, what)
+        if d is not None:
+            d = check_dimension(d)
         self._lie = as_generator_array(lie_algebra, d, "Lie-algebra generators")
         self._disc = as_generator_array(discrete_generators, d, "discrete generators")
         if self._lie.shape[1] != self._disc.shape[1]:
@@ -181,15 +217,53 @@ class Group:
         """Content hash of the generator matrices (two groups with equal generators share it)."""
         h = hashlib.sha256()
         for arr in (self._lie, self._disc):
-            a = np.ascontiguousarray(arr)
+            a = np.ascontiguousarray(arr + 0.0)  # -0.0 and 0.0 are the same generator entry
             h.update(str((a.dtype.str, a.shape)).encode())
             h.update(a.tobytes())
         return h.hexdigest()
+
+    # ------------------------------------------------------------------ finite groups
+    @cached_property
+    def _elements(self) -> Optional[np.ndarray]:
+        """All elements of a group without Lie algebra (closure over the discrete generators, identity first), or
+        None when it has a Lie algebra, is infinite or has more than ENUMERATE_MAX elements (or than fit in
+        MAX_ENTRIES). Why here: products and embeddings of finite groups (S(2)*S(3), D(6)@z) are finite too."""
+        if len(self._lie):
+            return None
+        if not len(self._disc):
+            return np.eye(self.d)[None]
+        from .finite import ENUMERATE_MAX, _closure
+
+        return _closure(self._disc, ENUMERATE_MAX)
+
+    @property
+    def order(self) -> Optional[int]:
+        """Number of elements; None for a group with a Lie algebra (infinite), an infinite discrete group, or a
+        finite one with more than ``softsym.groups.finite.ENUMERATE_MAX`` elements."""
+        els = self._elements
+        return None if els is None else len(els)
+
+    def elements(self) -> np.ndarray:
+        """All group elements (order, d, d); raises GroupError when the group cannot be enumerated."""
+        els = self._elements
+        if els is not None:
+            return els
+        if len(self._lie):
+            raise GroupError(f"{self.name} has a Lie algebra, so infinitely many elements; sample it with .sample(n)")
+        from .finite import ENUMERATE_MAX, _order_bound
+
+        raise GroupError(f"{self.name} has more than {_order_bound(self.d, ENUMERATE_MAX)} elements in R^{self.d} "
+                         "(or infinitely many); it cannot be enumerated (sample it with .sample(n) instead)")
 
     # ------------------------------------------------------------------ group operations
     def exp(self, a) -> torch.Tensor:
         """Matrix exponential of Lie-algebra element(s) (..., d, d), as a torch tensor."""
         t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+        if t.ndim < 2 or tuple(t.shape[-2:]) != (self.d, self.d):
+            raise GroupError(f"{self.name}.exp needs Lie-algebra element(s) of shape (..., {self.d}, {self.d}), "
+                             f"got {tuple(t.shape)}")
+        if not (t.dtype.is_floating_point or t.dtype.is_complex):
+            t = t.to(torch.float64)
         return torch.linalg.matrix_exp(t)
 
     def sample(self, n: int = 1, *, seed: Optional[int] = None, generator: Optional[np.random.Generator] = None,
@@ -201,10 +275,28 @@ class Group:
         """
         from .. import defaults
 
-        if not isinstance(n, (int, np.integer)) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise GroupError(f"sample(n) needs a non-negative integer n, got {n!r}")
-        rng = generator if generator is not None else np.random.default_rng(seed)
-        spread = defaults.SAMPLE_SPREAD if spread is None else float(spread)
+        if generator is not None:
+            if not isinstance(generator, np.random.Generator):
+                raise GroupError(f"sample(generator=...) needs a numpy.random.Generator, got {type(generator).__name__}")
+            rng = generator
+        else:
+            try:
+                if isinstance(seed, (bool, float)):
+                    raise TypeError("not an integer")
+                rng = np.random.default_rng(seed)
+            except (TypeError, ValueError) as exc:
+                raise GroupError(f"sample(seed=...) needs a non-negative integer (or None), got {seed!r} ({exc})") from None
+        if spread is None:
+            spread = defaults.SAMPLE_SPREAD
+        else:
+            try:
+                spread = float(spread)
+            except (TypeError, ValueError):
+                spread = float("nan")
+            if not (np.isfinite(spread) and spread >= 0):
+                raise GroupError(f"sample(spread=...) needs a finite number >= 0, got {spread!r}")
         out = self._sample_np(int(n), rng, spread)
         return torch.from_numpy(np.ascontiguousarray(out))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import GroupError
-from .base import Group
+from .base import Group, check_generator_budget
 from .sampling import (
     haar_orthogonal,
     haar_special_orthogonal,
@@ -21,10 +21,14 @@ from .sampling import (
 __all__ = ["SO", "O", "SU", "SL", "GLPlus", "Sp", "Scaling", "O13", "SO13", "SO13p", "SO11p", "Lorentz"]
 
 
-def _check_n(n, name: str, minimum: int = 1) -> int:
+def _check_n(n, name: str, minimum: int = 1, generators=None) -> int:
+    """n as int; ``generators(n)`` = how many n x n generators the group has (refused above the memory budget)."""
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < minimum:
         raise GroupError(f"{name}(n) needs an integer n >= {minimum}, got {n!r}")
-    return int(n)
+    n = int(n)
+    if generators is not None:
+        check_generator_budget(f"{name}({n})", generators(n), n)
+    return n
 
 
 def so_generators(n: int) -> np.ndarray:
@@ -42,7 +46,7 @@ class SO(Group):
     """Special orthogonal group SO(n) acting on R^n."""
 
     def __init__(self, n: int):
-        n = _check_n(n, "SO")
+        n = _check_n(n, "SO", 1, lambda n: n * (n - 1) // 2)
         super().__init__(so_generators(n), None, n, name=f"SO({n})", compact=True)
 
     def _sample_np(self, n, rng, spread):
@@ -53,7 +57,7 @@ class O(Group):
     """Orthogonal group O(n): so(n) plus the reflection diag(-1, 1, ..., 1)."""
 
     def __init__(self, n: int):
-        n = _check_n(n, "O")
+        n = _check_n(n, "O", 1, lambda n: n * (n - 1) // 2 + 1)
         refl = np.eye(n)
         refl[0, 0] = -1.0
         super().__init__(so_generators(n), refl[None], n, name=f"O({n})", compact=True)
@@ -66,7 +70,7 @@ class SU(Group):
     """Special unitary group SU(n) on C^n (complex representation, complex128 generators)."""
 
     def __init__(self, n: int):
-        n = _check_n(n, "SU", 2)
+        n = _check_n(n, "SU", 2, lambda n: n * n - 1)
         gens = []
         for i in range(n):
             for j in range(i + 1, n):
@@ -112,7 +116,7 @@ class SL(Group):
     """Special linear group SL(n): traceless algebra; sampled as K exp(S), S symmetric traceless."""
 
     def __init__(self, n: int):
-        n = _check_n(n, "SL", 2)
+        n = _check_n(n, "SL", 2, lambda n: n * n - 1)
         super().__init__(_elementary(n, True, True), None, n, name=f"SL({n})", compact=False)
 
     def _sample_np(self, n, rng, spread):
@@ -124,7 +128,7 @@ class GLPlus(Group):
     """GL+(n), invertible matrices with positive determinant; sampled as K exp(S), S symmetric."""
 
     def __init__(self, n: int):
-        n = _check_n(n, "GL+")
+        n = _check_n(n, "GL+", 1, lambda n: n * n)
         super().__init__(_elementary(n, True, False), None, n, name=f"GL+({n})", compact=False)
 
     def _sample_np(self, n, rng, spread):
@@ -144,7 +148,7 @@ class Sp(Group):
     """Symplectic group Sp(2m) of 2m x 2m matrices preserving J (argument = matrix size; EMLP's Sp(m))."""
 
     def __init__(self, n: int):
-        n = _check_n(n, "Sp", 2)
+        n = _check_n(n, "Sp", 2, lambda n: n * (n + 1) // 2)
         if n % 2:
             raise GroupError(f"Sp(n) takes the matrix size n, which must be even (Sp(2m)); got {n}")
         m = n // 2
@@ -172,7 +176,7 @@ class Scaling(Group):
     """Positive scalings x -> e^t x of R^n (one generator, the identity); t ~ N(0, spread^2)."""
 
     def __init__(self, n: int):
-        n = _check_n(n, "Scaling")
+        n = _check_n(n, "Scaling", 1, lambda n: 1)
         super().__init__(np.eye(n)[None], None, n, name=f"Scaling({n})", compact=False)
 
     def _sample_np(self, n, rng, spread):

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import GroupError
-from .base import Group
+from .base import Group, check_dimension, check_generator_budget
 
 __all__ = ["Embed", "DirectProduct", "AXIS_COORDS"]
 
@@ -31,7 +31,18 @@ class Embed(Group):
                 raise GroupError(f"unknown axis {coords!r}; use 'x', 'y', 'z' or a tuple of coordinates")
             if group.d != 2:
                 raise GroupError(f"'@{axis}' embeds a group acting on R^2 into R^3, but {group.name} acts on R^{group.d}")
-            coords, d = AXIS_COORDS[axis], 3 if d is None else d
+            if d is not None and d != 3:
+                raise GroupError(f"'@{axis}' embeds a group acting on R^2 into R^3, not R^{d}; give coordinates "
+                                 f"instead, e.g. Embed({group.name}, (0, 1), {d})")
+            coords, d = AXIS_COORDS[axis], 3
+        if d is not None:
+            d = check_dimension(d, "Embed's dimension d")
+        try:
+            coords = tuple(coords)
+        except TypeError:
+            raise GroupError(f"Embed needs a sequence of coordinate indices or 'x', 'y', 'z', got {coords!r}") from None
+        if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in coords):
+            raise GroupError(f"Embed: coordinates must be integers, got {coords!r}")
         coords = tuple(int(c) for c in coords)
         if len(coords) != group.d:
             raise GroupError(
@@ -44,6 +55,7 @@ class Embed(Group):
             d = max(coords) + 1
         if min(coords) < 0 or max(coords) >= d:
             raise GroupError(f"Embed: coordinates {coords} do not fit in R^{d}; use indices 0..{d - 1}")
+        check_generator_budget(f"Embed into R^{d}", len(group.lie_np) + len(group.discrete_np), d)
         self.inner, self.coords = group, coords
         idx = np.ix_(coords, coords)
         dtype = np.complex128 if group.is_complex else np.float64
@@ -69,6 +81,8 @@ class DirectProduct(Group):
         if not (isinstance(g1, Group) and isinstance(g2, Group)):
             raise GroupError("DirectProduct needs two Group objects")
         self.factors = (g1, g2)
+        check_generator_budget(f"{g1.name}*{g2.name}", len(g1.lie_np) + len(g1.discrete_np) + len(g2.lie_np)
+                               + len(g2.discrete_np), g1.d * g2.d)
         i1, i2 = np.eye(g1.d), np.eye(g2.d)
         lie = [np.kron(a, i2) for a in g1.lie_np] + [np.kron(i1, b) for b in g2.lie_np]
         disc = [np.kron(h, i2) for h in g1.discrete_np] + [np.kron(i1, h) for h in g2.discrete_np]

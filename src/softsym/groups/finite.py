@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import GroupError
-from .base import Group, are_signed_permutations
+from .base import Group, are_signed_permutations, check_generator_budget
 
 __all__ = ["FiniteGroup", "PermutationGroup", "S", "Z", "C", "D", "Trivial", "RubiksCube", "ENUMERATE_MAX"]
 
@@ -100,33 +100,36 @@ def _closure(gens: np.ndarray, max_order: int) -> Optional[np.ndarray]:
     return _matrix_closure(gens, bound)
 
 
+_EIG_CHECK_MAX_DIM = 512  # generators up to this size get the (cubic) eigenvalue test, larger ones the determinant
+
+
+def _check_finite_order(gens: np.ndarray, label: str) -> None:
+    """Refuse a generator that cannot have finite order (an eigenvalue off the unit circle, e.g. x -> 2x).
+
+    Why: FiniteGroup declares itself compact and samples from its elements; an infinite-order generator would make
+    it neither. Signed permutations pass at once; others need |det| = 1 and (up to 512 x 512) |eigenvalues| = 1."""
+    if not len(gens) or are_signed_permutations(gens):
+        return
+    for i, h in enumerate(gens):
+        if h.shape[-1] <= _EIG_CHECK_MAX_DIM:
+            mods = np.abs(np.linalg.eigvals(h))
+            worst = float(mods[np.argmax(np.abs(mods - 1.0))])
+        else:
+            worst = float(abs(np.linalg.det(h)))
+        if abs(worst - 1.0) > 1e-6:
+            raise GroupError(
+                f"{label}: discrete generator {i} has an eigenvalue (or determinant) of modulus {worst:.6g}, so it has "
+                "infinite order and cannot generate a finite group; use softsym.Group(discrete_generators=...) for "
+                "an infinite discrete group"
+            )
+
+
 class FiniteGroup(Group):
     """A finite matrix group given by discrete generators; exact uniform sampling when enumerable."""
 
     def __init__(self, generators, d: Optional[int] = None, *, name: Optional[str] = None):
         super().__init__(None, generators, d, name=name, compact=True)
-
-    @cached_property
-    def _elements(self) -> Optional[np.ndarray]:
-        """All elements (closure over the generators), or None when there are more than ENUMERATE_MAX (or than
-        fit in MAX_ENTRIES)."""
-        if not len(self.discrete_np):
-            return np.eye(self.d)[None]
-        return _closure(self.discrete_np, ENUMERATE_MAX)
-
-    @property
-    def order(self) -> Optional[int]:
-        """Number of elements, or None when larger than ENUMERATE_MAX."""
-        els = self._elements
-        return None if els is None else len(els)
-
-    def elements(self) -> np.ndarray:
-        """All group elements (order, d, d); raises for groups too large to enumerate."""
-        els = self._elements
-        if els is None:
-            raise GroupError(f"{self.name} has more than {_order_bound(self.d, ENUMERATE_MAX)} elements in R^{self.d}; "
-                             "it cannot be enumerated (sample it with .sample(n) instead)")
-        return els
+        _check_finite_order(self.discrete_np, name or "FiniteGroup")
 
     def _sample_np(self, n, rng, spread):
         els = self._elements
@@ -142,15 +145,28 @@ class PermutationGroup(FiniteGroup):
     """
 
     def __init__(self, generators, *, name: Optional[str] = None):
+        if isinstance(generators, (str, bytes)) or not hasattr(generators, "__iter__"):
+            raise GroupError(f"PermutationGroup needs a list of permutations (index arrays such as [1, 2, 0] or "
+                             f"permutation matrices), got {type(generators).__name__}")
         gens = list(generators)
         mats = []
         for g in gens:
-            arr = np.asarray(g)
+            try:
+                arr = np.asarray(g)
+            except Exception:  # ragged
+                arr = np.asarray(g, dtype=object)
             if arr.ndim == 1:
+                if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating) \
+                        or arr.dtype == bool or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+                    raise GroupError(f"{arr.tolist()} is not a permutation: give integer indices 0..{len(arr) - 1}")
+                arr = arr.astype(np.int64)
                 if sorted(arr.tolist()) != list(range(len(arr))):
                     raise GroupError(f"{arr.tolist()} is not a permutation of 0..{len(arr) - 1}")
+                check_generator_budget("PermutationGroup", len(gens), len(arr))
                 mats.append(_perm_matrix(arr))
             elif arr.ndim == 2:
+                if not np.issubdtype(arr.dtype, np.number) or arr.dtype == bool:
+                    raise GroupError("permutation matrices must be numeric 0/1 matrices")
                 mats.append(arr.astype(float))
             else:
                 raise GroupError("permutation generators must be index arrays (n,) or matrices (n, n)")
@@ -159,18 +175,20 @@ class PermutationGroup(FiniteGroup):
         sizes = {m.shape for m in mats}
         if len(sizes) != 1:
             raise GroupError(f"all permutation generators must act on the same number of points, got {sizes}")
-        super().__init__(np.stack(mats), name=name)
-        if not self.is_signed_permutation:
+        stacked = np.stack(mats)
+        if not (np.all(np.isfinite(stacked)) and are_signed_permutations(stacked) and np.all(stacked >= 0)):
             raise GroupError("PermutationGroup generators must be permutation matrices (one 1 per row and column)")
+        super().__init__(stacked, name=name)
 
 
 class S(FiniteGroup):
     """Symmetric group S(n) permuting the n coordinates of R^n (generated by a transposition and an n-cycle)."""
 
     def __init__(self, n: int):
-        if not isinstance(n, (int, np.integer)) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise GroupError(f"S(n) needs an integer n >= 1, got {n!r}")
         n = int(n)
+        check_generator_budget(f"S({n})", 2, n)
         gens = []
         if n >= 2:
             gens.append(_perm_matrix([1, 0] + list(range(2, n))))
@@ -183,9 +201,10 @@ class Z(FiniteGroup):
     """Cyclic group Z(n) acting on R^n by cyclic shifts of the coordinates."""
 
     def __init__(self, n: int):
-        if not isinstance(n, (int, np.integer)) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise GroupError(f"Z(n) needs an integer n >= 1, got {n!r}")
         n = int(n)
+        check_generator_budget(f"Z({n})", 1, n)
         super().__init__(_perm_matrix(list(range(1, n)) + [0])[None], n, name=f"Z({n})")
 
 
@@ -200,7 +219,7 @@ class C(FiniteGroup):
     """Cyclic group C(k) of rotations of the plane R^2 by multiples of 2 pi / k."""
 
     def __init__(self, k: int):
-        if not isinstance(k, (int, np.integer)) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise GroupError(f"C(k) needs an integer k >= 1, got {k!r}")
         super().__init__(_rotation(2 * np.pi / int(k))[None], 2, name=f"C({int(k)})")
 
@@ -209,7 +228,7 @@ class D(FiniteGroup):
     """Dihedral group D(k) (order 2k) acting on R^2: rotations by 2 pi / k and the reflection y -> -y."""
 
     def __init__(self, k: int):
-        if not isinstance(k, (int, np.integer)) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise GroupError(f"D(k) needs an integer k >= 1, got {k!r}")
         gens = np.stack([_rotation(2 * np.pi / int(k)), np.diag([1.0, -1.0])])
         super().__init__(gens, 2, name=f"D({int(k)})")
@@ -224,6 +243,7 @@ class Signs(FiniteGroup):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise GroupError(f"Signs(n) needs an integer n >= 1, got {n!r}")
         n = int(n)
+        check_generator_budget(f"Signs({n})", n, n)
         gens = np.stack([np.diag([-1.0 if j == i else 1.0 for j in range(n)]) for i in range(n)])
         super().__init__(gens, n, name=f"Signs({n})")
 
@@ -232,8 +252,9 @@ class Trivial(FiniteGroup):
     """The trivial group acting on R^n (every vector is invariant)."""
 
     def __init__(self, n: int):
-        if not isinstance(n, (int, np.integer)) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise GroupError(f"Trivial(n) needs an integer n >= 1, got {n!r}")
+        check_generator_budget(f"Trivial({int(n)})", 1, int(n))  # rep operators and samples are d x d
         super().__init__(None, int(n), name=f"Trivial({int(n)})")
 
 

@@ -55,6 +55,10 @@ def _parse_base(text: str, spec: str) -> Group:
         return fixed()
     m = _BASE.match(text)
     if not m:
+        if re.match(r"^[A-Za-z]+\+?\(\d+,\d+\)$", text):
+            raise _fail(spec, f"{text!r}: the built-in indefinite orthogonal groups are O(1,3) (= Lorentz), SO(1,3), "
+                              "SO+(1,3) and SO+(1,1) (metric diag(1,-1,...)); for another signature pass its Lie "
+                              "algebra to softsym.Group(lie_algebra=...)")
         raise _fail(spec, f"{text!r} is not of the form NAME(n)")
     name, arg = m.group(1).upper(), int(m.group(2))
     ctor = _ONE_ARG.get(name)

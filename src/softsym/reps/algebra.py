@@ -9,12 +9,16 @@ Grammar (whitespace ignored)::
     atom    := 'V' | 'V0' | 'Scalar' | 'T(' p [',' q] ')' | 'Hom(' sum ',' sum ')' | '(' sum ')'
              | atom '*'                       dual, only before '+', ')', ',', '**' or the end: "V*", "(V*)**2"
 
+'⊗' may be written for '@' (a dual star may precede it) and '⊕' for '+', so a rep's repr parses back ("V*⊗V").
+
 Examples: "5V0+5V", "5*V0+5*V", "V**2", "(V*)**2", "T(1,1)", "100V0+100V+20V**2", "Hom(V, V**2)".
 """
 from __future__ import annotations
 
 import re
 from typing import List, Optional
+
+import numpy as np
 
 from ..errors import RepError, RepParseError
 from .base import ProdRep, Rep, Scalar, SumRep, V, V0, Vdual
@@ -27,8 +31,9 @@ REP_GRAMMAR = __doc__.split("Grammar (whitespace ignored)::", 1)[1].strip("\n")
 def T(p: int, q: int = 0, group=None) -> Rep:
     """T(p, q) = V^(x)p (x) V*^(x)q; ``T(p, q)(G)`` binds it to G."""
     for v, name in ((p, "p"), (q, "q")):
-        if not isinstance(v, int) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise RepError(f"T(p, q) needs non-negative integers, got {name}={v!r}")
+    p, q = int(p), int(q)
     factors = [V] * p + [Vdual] * q
     out = Scalar if not factors else ProdRep.of(factors)
     return out.bind(group) if group is not None else out
@@ -41,12 +46,12 @@ def Hom(rep_in: Rep, rep_out: Rep) -> Rep:
     return ProdRep.of([rep_out, rep_in._dual()])
 
 
-_TOKEN = re.compile(r"\s*(?:(\d+)|(V0|Scalar|Hom|V|T)|(\*\*)|([*@+(),]))")
+_TOKEN = re.compile(r"\s*(?:(\d+)|(V0|Scalar|Hom|V|T)|(\*\*)|([*@⊗+(),]))")
 
 
 def _tokenize(text: str) -> List[str]:
     tokens, pos = [], 0
-    text = text.strip()
+    text = text.strip().replace("⊕", "+")
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
@@ -103,7 +108,7 @@ class _Parser:
 
     def product(self) -> Rep:
         factors = [self.power()]
-        while self.peek() in ("*", "@"):
+        while self.peek() in ("*", "@", "⊗"):
             op = self.take()
             if self.peek() is not None and self.peek().isdigit():
                 raise _err(self.text, f"'{op}{self.peek()}' is ambiguous: write {self.peek()}*R for copies or R**{self.peek()} for a tensor power")
@@ -121,8 +126,8 @@ class _Parser:
         return base
 
     def _dual_follows(self) -> bool:
-        """A '*' is a dual marker when followed by the end, '+', ')', ',', '**' or another '*'."""
-        return self.peek() == "*" and self.peek(1) in (None, "+", ")", ",", "**", "*")
+        """A '*' is a dual marker when followed by the end, '+', ')', ',', '**', '⊗' (as in a repr) or another '*'."""
+        return self.peek() == "*" and self.peek(1) in (None, "+", ")", ",", "**", "*", "⊗")
 
     def atom(self) -> Rep:
         tok = self.peek()

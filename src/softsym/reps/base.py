@@ -147,7 +147,7 @@ class Rep:
         return ProdRep.of([self, other])
 
     def __pow__(self, k) -> "Rep":
-        if not isinstance(k, (int, np.integer)) or k < 0:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise RepError(f"tensor power needs a non-negative integer, got {k!r}")
         if k == 0:
             return Scalar if self._group is None else Scalar.bind(self._group)
@@ -407,15 +407,23 @@ class RepOperator:
     def _atom_mats(self, dtype, device):
         m = self.mat.to(device=device, dtype=dtype)
         if self.kind == "rho":
-            return {VEC: m, DUAL: torch.linalg.inv(m).transpose(-1, -2)}
+            if not any(DUAL in c.atoms for c in self.rep.components):
+                return {VEC: m}
+            inv, info = torch.linalg.inv_ex(m)
+            if bool((info != 0).any()):
+                raise RepError(f"rho(g) of {self.rep!r} needs the inverse of g for its dual factors, but g is singular; "
+                               "group elements must be invertible")
+            return {VEC: m, DUAL: inv.transpose(-1, -2)}
         return {VEC: m, DUAL: -m.transpose(-1, -2)}
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Apply to x of shape (..., n); with a batch of matrices (B, d, d), x must be (B, n) or (n,)."""
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(np.asarray(x))
-        if x.shape[-1] != self.n:
-            raise RepError(f"vector of size {x.shape[-1]} given to an operator of a rep of size {self.n} ({self.rep!r})")
+        if x.ndim == 0 or x.shape[-1] != self.n:
+            got = f"a vector of size {x.shape[-1]}" if x.ndim else "a 0-d tensor"
+            raise RepError(f"{got} given to an operator of a rep of size {self.n} ({self.rep!r}); "
+                           f"pass shape (..., {self.n})")
         batched = self.mat.ndim == 3
         if batched:
             b = self.mat.shape[0]
@@ -471,7 +479,7 @@ class RepOperator:
             raise RepError("dense() needs a single group element, not a batch")
         dtype = torch.promote_types(self.mat.dtype, torch.float64)
         eye = torch.eye(self.n, dtype=dtype)
-        return self.apply(eye).transpose(0, 1)
+        return self.apply(eye).transpose(0, 1).contiguous()  # contiguous: torch.kron & views fail on a transpose
 
 
 def _apply_axis(t: torch.Tensor, m: torch.Tensor, axis: int, batched: bool) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .. import defaults
-from ..errors import BasisTooLargeError, RepError
+from ..errors import BasisTooLargeError, RepError, SolverError
 from . import cache as _cache
 from .base import DUAL, Component, Rep
 from .block import BlockSolution, canonical_atoms
@@ -120,7 +120,8 @@ class Basis:
     def _dtype_for(self, x: torch.Tensor) -> torch.dtype:
         if self.is_complex:
             return torch.complex128 if x.dtype in (torch.float64, torch.complex128) else torch.complex64
-        return x.dtype if x.dtype.is_floating_point else torch.float64
+        # a complex vector keeps its imaginary part: P (a + i b) = P a + i P b for a real basis
+        return x.dtype if (x.dtype.is_floating_point or x.dtype.is_complex) else torch.float64
 
     def _check(self, x, n: int, what: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -190,6 +191,16 @@ class Projector:
         return (self.basis.size, self.basis.size)
 
 
+def _valid_shape(sol: Optional[BlockSolution], s: int) -> Optional[BlockSolution]:
+    """A cached block whose basis does not have the block's s rows (a foreign or damaged entry) is ignored."""
+    if sol is None:
+        return None
+    q = sol.Q
+    if q.ndim != 2 or q.shape[0] != s or q.shape[1] > s or not np.all(np.isfinite(q)):
+        return None
+    return sol
+
+
 def _solve_cached(group, atoms, tol: float, use_cache: bool) -> BlockSolution:
     """Memory cache, then disk cache, then solve (the solver, and so scipy, is imported only on a miss)."""
     if not use_cache:
@@ -200,17 +211,52 @@ def _solve_cached(group, atoms, tol: float, use_cache: bool) -> BlockSolution:
     sol = _cache.memory_get(key)
     if sol is not None:
         return sol
-    sol = _cache.load(key)
+    s = group.d ** len(atoms)
+    sol = _valid_shape(_cache.load(key), s)
     if sol is None:
         from .solve import solve_block
 
         with _cache.locked(key):
-            sol = _cache.load(key)  # another process may have finished it while we waited
+            sol = _valid_shape(_cache.load(key), s)  # another process may have finished it while we waited
             if sol is None:
                 sol = solve_block(group, atoms, tol)
                 _cache.store(key, sol)
     _cache.memory_put(key, sol)
     return sol
+
+
+def _check_tol(tol) -> float:
+    """The solver tolerance as a float in (0, 1) (default SOLVER_TOL); anything else is a SolverError."""
+    if tol is None:
+        return float(defaults.SOLVER_TOL)
+    try:
+        value = float(tol)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(tol, bool) or not (0.0 < value < 1.0):
+        raise SolverError(f"tol must be a number in (0, 1), got {tol!r}: it is a relative singular-value threshold "
+                          f"(default {defaults.SOLVER_TOL:g})")
+    return value
+
+
+def _check_rep_size(rep: Rep) -> None:
+    """Refuse (before building index arrays) a rep whose single float64 vector exceeds the dense memory cap.
+
+    Why: the factored basis still keeps one index per coordinate, so e.g. "V**100" or "10000000000V" would try to
+    allocate far more memory than exists; project/expand need vectors of that size anyway."""
+    n = rep.size
+    cap = defaults.max_dense_bytes()
+    if n * 8 > cap:
+        raise BasisTooLargeError(
+            f"rep {_short(rep)} of {rep.group.name} has dimension {n:,}: one float64 vector alone would be "
+            f"{n * 8 / 1e9:.3g} GB, above the cap of {cap / 1e9:.3g} GB; use fewer copies or tensor factors (or raise "
+            "SOFTSYM_MAX_DENSE_BYTES)"
+        )
+
+
+def _short(rep: Rep, limit: int = 80) -> str:
+    text = repr(rep)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def equivariant_basis(rep: Rep, tol: Optional[float] = None, cache: bool = True) -> Basis:
@@ -230,7 +276,8 @@ def equivariant_basis(rep: Rep, tol: Optional[float] = None, cache: bool = True)
     if not isinstance(rep, Rep):
         raise RepError(f"equivariant_basis needs a Rep (e.g. softsym.rep('V**2', 'O(3)')), got {type(rep).__name__}")
     group = rep._require_group()
-    tol = defaults.SOLVER_TOL if tol is None else float(tol)
+    tol = _check_tol(tol)
+    _check_rep_size(rep)
     t0 = time.perf_counter()
     solved: Dict[tuple, BlockSolution] = {}
     parts = []

@@ -20,6 +20,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from ..errors import CacheError
 from .block import BlockSolution
 
 __all__ = ["FORMAT_VERSION", "cache_dir", "block_key", "load", "store", "info", "clear", "locked"]
@@ -53,6 +54,15 @@ def _path(key: str) -> Path:
     return cache_dir() / f"{key}{_SUFFIX}"
 
 
+def _not_a_directory(directory: Path) -> Optional[str]:
+    """Why ``directory`` cannot hold the cache when it exists but is not a directory (e.g. SOFTSYM_CACHE names a
+    file), else None."""
+    if directory.exists() and not directory.is_dir():
+        return (f"the softsym cache location {directory} exists but is not a directory; point SOFTSYM_CACHE at a "
+                "directory (it is created if missing)")
+    return None
+
+
 def _warn_once(msg: str) -> None:
     if msg not in _warned:
         _warned.add(msg)
@@ -72,6 +82,10 @@ def memory_put(key: str, sol: BlockSolution) -> None:
 def load(key: str) -> Optional[BlockSolution]:
     """Read a block from disk; None when missing. Corrupt entries are reported once, removed, and give None."""
     path = _path(key)
+    why = _not_a_directory(path.parent)
+    if why:
+        _warn_once(f"{why}; continuing without the disk cache")
+        return None
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -108,6 +122,10 @@ def load(key: str) -> Optional[BlockSolution]:
 def store(key: str, sol: BlockSolution) -> None:
     """Write a block atomically; failures to write only warn (the cache is an optimisation)."""
     directory = cache_dir()
+    why = _not_a_directory(directory)
+    if why:
+        _warn_once(f"{why}; continuing without the disk cache")
+        return
     meta = {"path": sol.path, "gap": sol.gap, "residual": sol.residual, "seconds": sol.seconds,
             "info": _jsonable(sol.info), "format": FORMAT_VERSION}
     buf = io.BytesIO()
@@ -161,7 +179,13 @@ def locked(key: str):
 def info() -> dict:
     """Location, number of entries and total size of the disk cache."""
     directory = cache_dir()
-    files = list(directory.glob(f"*{_SUFFIX}")) if directory.exists() else []
+    why = _not_a_directory(directory)
+    if why:
+        raise CacheError(why)
+    try:
+        files = list(directory.glob(f"*{_SUFFIX}")) if directory.exists() else []
+    except OSError as exc:
+        raise CacheError(f"cannot list the softsym cache {directory}: {exc}") from None
     files = [f for f in files if not f.name.startswith(".")]
     return {"path": str(directory), "entries": len(files), "bytes": sum(f.stat().st_size for f in files),
             "format_version": FORMAT_VERSION}
@@ -171,14 +195,21 @@ def clear() -> int:
     """Delete every cache entry (and stale temporaries/locks); returns the number of entries removed."""
     directory = cache_dir()
     _memory.clear()
+    why = _not_a_directory(directory)
+    if why:
+        raise CacheError(why)
     if not directory.exists():
         return 0
     n = 0
-    for f in directory.iterdir():
-        if f.suffix in (_SUFFIX, ".lock") and f.is_file():
-            if not f.name.startswith("."):
-                n += 1
-            f.unlink()
+    try:
+        for f in directory.iterdir():
+            if f.suffix in (_SUFFIX, ".lock") and f.is_file():
+                f.unlink()
+                if not f.name.startswith("."):
+                    n += 1
+    except OSError as exc:
+        raise CacheError(f"cannot clear the softsym cache {directory} ({exc}); removed {n} entries. Check the "
+                         "directory's permissions") from None
     return n
 
 

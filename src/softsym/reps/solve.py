@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .. import defaults
-from ..errors import SolverError
+from ..errors import BasisTooLargeError, SolverError
 from ..groups.base import Group
 from .base import DUAL, VEC
 from .block import BlockSolution, canonical_atoms
@@ -34,6 +34,25 @@ from .block import BlockSolution, canonical_atoms
 __all__ = ["BlockSolution", "solve_block", "canonical_atoms", "dense_constraint", "block_residual"]
 
 log = logging.getLogger(__name__)
+
+
+from ..defaults import ITERATIVE_MAX_BLOCK, ITERATIVE_MAX_DIM, SVD_TOL_FLOOR  # noqa: E402
+
+
+def _block_label(group: Group, atoms) -> str:
+    body = "⊗".join("V*" if a == DUAL else "V" for a in atoms) or "V0"
+    return f"the {group.d}^{len(atoms)} = {group.d ** len(atoms):,}-dim block {body} of {group.name}"
+
+
+def _check_alloc(group: Group, atoms, rows: int, cols: int, itemsize: int, what: str) -> None:
+    """Refuse an array of rows x cols entries above the dense memory cap (BasisTooLargeError), before allocating."""
+    need = int(rows) * int(cols) * int(itemsize)
+    cap = defaults.max_dense_bytes()
+    if need > cap:
+        raise BasisTooLargeError(
+            f"{_block_label(group, atoms)} is too large: {what} would take {need / 1e9:.3g} GB, above the cap of "
+            f"{cap / 1e9:.3g} GB; use fewer tensor factors (or raise SOFTSYM_MAX_DENSE_BYTES)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -131,6 +150,7 @@ def _spectrum(sig: np.ndarray, r: int, keep: int = 8) -> Tuple[np.ndarray, float
 def _null_from_svd(c: np.ndarray, tol: float):
     """Null space of c via SVD: (N (s, r), relative singular values, gap)."""
     s = c.shape[1]
+    tol = max(float(tol), SVD_TOL_FLOOR)
     if c.shape[0] == 0:
         return np.eye(s, dtype=c.dtype), np.zeros(0), float("inf")
     _, sig, vh = np.linalg.svd(c, full_matrices=c.shape[0] < s)
@@ -179,6 +199,7 @@ def _impose_discrete(group: Group, atoms, q: np.ndarray, tol: float, skip: int =
 # ---------------------------------------------------------------------------------------------- paths
 def _path_trivial(group: Group, atoms, tol):
     s = group.d ** len(atoms)
+    _check_alloc(group, atoms, s, s, 16 if group.is_complex else 8, f"its {s:,} x {s:,} basis (every vector is invariant)")
     return np.eye(s, dtype=np.complex128 if group.is_complex else np.float64), np.zeros(0), float("inf"), {}
 
 
@@ -218,6 +239,8 @@ def _signed_perm_action(h: np.ndarray, p: int):
 def _path_orbit(group: Group, atoms, tol):
     """Signed orbits of the generators on index tuples (union-find via connected components)."""
     s = group.d ** len(atoms)
+    # digits (p, s), per generator image + sign + two edge lists, the 2s-node union-find: all int64
+    _check_alloc(group, atoms, s, len(atoms) + 6 * len(group.discrete_np) + 8, 8, "the orbit computation")
     src, dst = [], []
     idx = np.arange(s)
     for h in group.discrete_np:
@@ -240,6 +263,7 @@ def _path_orbit(group: Group, atoms, tol):
     col_of = np.empty_like(order)
     col_of[order] = np.arange(len(order))
     cols = col_of[inverse]
+    _check_alloc(group, atoms, s, len(uniq), 8, f"its {s:,} x {len(uniq):,} basis ({len(uniq):,} orbits)")
     q = np.zeros((s, len(uniq)))
     q[idx, cols] = sign[idx]
     q /= np.sqrt(np.maximum((q != 0).sum(0), 1))
@@ -341,7 +365,7 @@ def _path_weights(group: Group, atoms, tol):
     zero = _tuple_select([lam if t == VEC else -lam for t in atoms], "sum", 1e-8 * scale)
     m = len(zero)
     if m > defaults.DENSE_FALLBACK_MAX_DIM:
-        return None
+        return f"{m:,} zero-weight index tuples, more than its limit of {defaults.DENSE_FALLBACK_MAX_DIM:,}"
     info = {"zero_weight": int(m), "cond_U": cond}
     if m == 0:
         return np.zeros((s, 0)), np.zeros(0), float("inf"), info
@@ -393,6 +417,7 @@ def _path_weights(group: Group, atoms, tol):
     coeff = evecs[:, :r]
     if real_group:
         coeff = tmat @ coeff
+    _check_alloc(group, atoms, s, r, 16, f"its {s:,} x {r:,} basis")
     x = np.zeros((s, r), complex)
     x[zero] = coeff
     qc = _to_original(x, atoms, u, uinv, d)
@@ -418,7 +443,8 @@ def _path_eigen1(group: Group, atoms, tol):
     keep = _tuple_select([lam if t == VEC else 1.0 / lam for t in atoms], "prod", 1e-8)
     m = len(keep)
     if m > defaults.DENSE_FALLBACK_MAX_DIM:
-        return None
+        return f"{m:,} eigenvalue-1 index tuples, more than its limit of {defaults.DENSE_FALLBACK_MAX_DIM:,}"
+    _check_alloc(group, atoms, s, m, 16, f"its {s:,} x {m:,} eigenvalue-1 basis")
     x = np.zeros((s, m), complex)
     x[keep, np.arange(m)] = 1.0
     qc = _to_original(x, atoms, u, uinv, d)
@@ -460,6 +486,13 @@ def _path_iterative(group: Group, atoms, tol):
     block = min(16, s)
     top = 4.0 * (len(lie) * p * p + len(disc) * 4)  # crude upper bound of ||M|| for scaling
     while True:
+        if block > ITERATIVE_MAX_BLOCK and block < s:
+            raise BasisTooLargeError(
+                f"{_block_label(group, atoms)} has at least {block // 2} invariant vectors; the iterative solver "
+                f"(used when no structured path applies) finds fewer than {ITERATIVE_MAX_BLOCK}. Use fewer tensor "
+                "factors"
+            )
+        _check_alloc(group, atoms, s, 12 * block, np.dtype(dtype).itemsize, f"the iterative solver's {block} vectors")
         x0 = rng.standard_normal((s, block)).astype(dtype)
         with warnings.catch_warnings():  # lobpcg warns when 1e-12 is not reached; the residual check decides
             warnings.simplefilter("ignore")
@@ -484,12 +517,17 @@ def _path_iterative(group: Group, atoms, tol):
 # ---------------------------------------------------------------------------------------------- driver
 def solve_block(group: Group, atoms: Tuple[int, ...], tol: Optional[float] = None) -> BlockSolution:
     """Solve the invariant subspace of the tensor block ``atoms`` (0 = V, 1 = V*) of ``group``."""
-    tol = defaults.SOLVER_TOL if tol is None else float(tol)
-    if not (tol > 0):
-        raise SolverError(f"tol must be positive, got {tol}")
+    if tol is None:
+        tol = defaults.SOLVER_TOL
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)) or not (0 < tol < 1):
+        raise SolverError(f"tol must be a number in (0, 1), got {tol!r}: it is a relative singular-value threshold "
+                          f"(default {defaults.SOLVER_TOL:g})")
+    tol = float(tol)
     t0 = time.perf_counter()
     atoms = canonical_atoms(group, tuple(atoms))
     s = group.d ** len(atoms)
+    # every path needs at least the block's index digits ((p, s) int64) and a few length-s arrays
+    _check_alloc(group, atoms, s, len(atoms) + 4, 8, "indexing its entries")
     has_lie, has_disc = len(group.lie_np) > 0, len(group.discrete_np) > 0
     if not atoms:  # the scalar block is invariant under everything
         q = np.ones((1, 1), dtype=np.complex128 if group.is_complex else np.float64)
@@ -515,9 +553,15 @@ def solve_block(group: Group, atoms: Tuple[int, ...], tol: Optional[float] = Non
         if name in seen:
             continue
         seen.add(name)
+        if name == "iterative" and s > ITERATIVE_MAX_DIM:
+            raise BasisTooLargeError(
+                f"{_block_label(group, atoms)} is too large to solve: "
+                f"{'; '.join(tried) or 'no structured path applies'}; the iterative fallback takes blocks of at most "
+                f"{ITERATIVE_MAX_DIM:,} dims. Use fewer tensor factors (e.g. split V**k into smaller blocks)"
+            )
         out = fn(group, atoms, tol)
-        if out is None:
-            tried.append(f"{name}: not applicable")
+        if out is None or isinstance(out, str):  # a str says why the path does not apply
+            tried.append(f"{name}: {out or 'not applicable'}")
             continue
         q, rel, gap, info = out
         if needs_discrete and has_disc and q.shape[1]:
