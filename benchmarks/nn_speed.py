@@ -153,7 +153,29 @@ def step_times(threads: int, rounds: int, steps: int, batch: int) -> dict:
             rows[name][f"ratio_{key}"] = rows[name][key] / rows[ref][key]
     targets = {"EMLP ch=384": 5.0, "SoftEMLP ch=128": 1.5}
     return {"batch": batch, "threads": threads, "rounds": rounds, "steps_per_round": steps, "task": "inertia",
-            "candidates": CANDIDATES, "models_build_s": build_s, "rows": rows, "targets": targets}
+            "candidates": CANDIDATES, "models_build_s": build_s, "rows": rows, "targets": targets,
+            "macs_per_sample": macs_per_sample(models["SoftEMLP ch=128"], models["MLP ch=128"])}
+
+
+def macs_per_sample(soft, mlp) -> dict:
+    """Multiply-adds per sample of the forward pass's matmul-like work: every linear layer, plus each bilinear
+    layer at its cheapest contraction order (as BiLinear plans it). A lower bound on the step-time ratio for
+    kernels of equal efficiency: the gates, the penalty and the optimizer come on top."""
+    import torch
+
+    from softsym.nn.bilinear import bilinear_structure
+
+    lin = sum(layer.weight.numel() for layer in soft.linear_layers())
+    bil = 0
+    for block in list(soft.network)[:-1]:
+        b = block.bilinear
+        if b is None:
+            continue
+        for p in bilinear_structure(b.rep_in, b.rep_out, b.seed)["pairs"]:
+            n, ca, cb, sa, sb = p["n"], p["cA"], p["cB"], p["sA"], p["sB"]
+            bil += min(n * cb * sa * sb + ca * n * cb * sa, ca * n * cb * sb + ca * n * sa * sb)
+    ref = sum(m.weight.numel() for m in mlp.modules() if isinstance(m, torch.nn.Linear))
+    return {"softemlp_linear": lin, "softemlp_bilinear": bil, "mlp": ref, "ratio": (lin + bil) / ref}
 
 
 def parameter_counts(emlp_python, emlp_groups) -> dict:
@@ -219,6 +241,10 @@ def main(argv=None) -> int:
         print(f"{name:36s} {r['n_parameters']:9d} {r['wall_ms_median']:9.2f} {r['cpu_ms_median']:9.2f} "
               f"{'' if rw is None else f'{rw:.2f}x':>11s} {'' if rc is None else f'{rc:.2f}x':>10s} "
               f"{'' if tgt is None else f'<={tgt:g}x':>7s}")
+    mac = st["macs_per_sample"]
+    print(f"matmul work per sample (forward): SoftEMLP ch=128 {mac['softemlp_linear']:,} (linear) + "
+          f"{mac['softemlp_bilinear']:,} (bilinear) vs MLP ch=128 {mac['mlp']:,} multiply-adds = {mac['ratio']:.2f}x, "
+          "a floor for the step-time ratio at equal kernel efficiency")
     for key in ("build", "build_blas1"):
         if key in result:
             b = result[key]

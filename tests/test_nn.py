@@ -223,8 +223,8 @@ def test_gates_gradcheck():
     with torch.no_grad():
         gn.w_gated.normal_()
     x = torch.randn(gated(rep).size, 3, dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, w: _GateFn.apply(a, w, gn.gate_index, rep.size), (x, gn.w_gated))
-    assert torch.autograd.gradcheck(lambda a: _GateFn.apply(a, None, gn.gate_index, rep.size), (x,))
+    assert torch.autograd.gradcheck(lambda a, w: _GateFn.apply(a, w, gn.gate_rows, gn.gate_inverse, rep.size), (x, gn.w_gated))
+    assert torch.autograd.gradcheck(lambda a: _GateFn.apply(a, None, gn.gate_rows, gn.gate_inverse, rep.size), (x,))
 
 
 def _emlp_bilinear_count(rep, group):

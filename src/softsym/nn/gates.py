@@ -14,19 +14,24 @@ __all__ = ["GatedNonlinearity"]
 
 
 class _GateFn(torch.autograd.Function):
-    """out = sigmoid(vT[gate]) * vT[:n] (+ w * silu(vT[:n])) on (features, N) tensors, one autograd node."""
+    """out = sigmoid(vT[gate]) * vT[:n] (+ w * silu(vT[:n])) on (features, N) tensors, one autograd node.
+
+    The sigmoid is taken once per distinct gate row (``gate_rows``, with ``inverse`` mapping each of the n rows to
+    its gate), and the gate gradient sum_i g_i v_i over the rows sharing a gate is formed before the sigmoid's
+    derivative is applied, so the full-size work is one gather and two products each way."""
 
     @staticmethod
-    def forward(ctx, vT, w, gate_index, n):
+    def forward(ctx, vT, w, gate_rows, inverse, n):
         v = vT[:n]
-        sg = torch.sigmoid(vT.index_select(0, gate_index))
+        sig = torch.sigmoid(vT.index_select(0, gate_rows))  # (distinct gates, N)
+        sg = sig.index_select(0, inverse)
         out = sg * v
         if w is not None:
             sv = torch.sigmoid(v)
             out.addcmul_(w.unsqueeze(1), v * sv)
-            ctx.save_for_backward(vT, sg, sv, w, gate_index)
+            ctx.save_for_backward(vT, sig, sg, sv, w, gate_rows, inverse)
         else:
-            ctx.save_for_backward(vT, sg, gate_index)
+            ctx.save_for_backward(vT, sig, sg, gate_rows, inverse)
         ctx.n, ctx.has_w = n, w is not None
         return out
 
@@ -35,22 +40,23 @@ class _GateFn(torch.autograd.Function):
     def backward(ctx, g):
         n = ctx.n
         if ctx.has_w:
-            vT, sg, sv, w, gate_index = ctx.saved_tensors
+            vT, sig, sg, sv, w, gate_rows, inverse = ctx.saved_tensors
         else:
-            vT, sg, gate_index = ctx.saved_tensors
+            vT, sig, sg, gate_rows, inverse = ctx.saved_tensors
         v = vT[:n]
         gv = torch.zeros_like(vT)
-        gv[:n] = g * sg
-        # d sigmoid(z) / dz = s (1 - s): gate gradient g * v * s (1 - s), scattered onto the gate rows
-        gz = g * v * sg * (1 - sg)
-        gv.index_add_(0, gate_index, gz)
+        torch.mul(g, sg, out=gv[:n])
+        # d sigmoid(z) / dz = s (1 - s), one factor per gate: sum the rows' g v first, then scale
+        gz = torch.zeros_like(sig).index_add_(0, inverse, g * v)
+        gz.mul_(sig * (1 - sig))
+        gv.index_add_(0, gate_rows, gz)
         gw = None
         if ctx.has_w:
             silu = v * sv
             dsilu = sv * (1 + v * (1 - sv))
             gv[:n].addcmul_(g * w.unsqueeze(1), dsilu)
             gw = (g * silu).sum(1) if ctx.needs_input_grad[1] else None
-        return gv, gw, None, None
+        return gv, gw, None, None, None
 
 
 class GatedNonlinearity(nn.Module):
@@ -74,6 +80,10 @@ class GatedNonlinearity(nn.Module):
         self.identity_gates = bool(np.array_equal(gi, np.arange(self.out_features)))  # from numpy: works on "meta" too
         idx = torch.as_tensor(gi, device=fk["device"])
         self.register_buffer("gate_index", idx, persistent=False)
+        rows, inverse = np.unique(gi, return_inverse=True)  # distinct gate rows, and each row's position among them
+        self.register_buffer("gate_rows", torch.as_tensor(rows, device=fk["device"]), persistent=False)
+        self.register_buffer("gate_inverse", torch.as_tensor(inverse.reshape(-1), device=fk["device"]),
+                             persistent=False)
         self.swish_scale = float(swish_scale)
         if swish_path:
             self.w_gated = nn.Parameter(torch.full((self.out_features,), self.swish_scale, **fk))
@@ -95,7 +105,7 @@ class GatedNonlinearity(nn.Module):
             v = vT[:n]
             out = torch.sigmoid(vT.index_select(0, self.gate_index)) * v
             return out + self.w_gated.unsqueeze(1) * F.silu(v) if self.w_gated is not None else out
-        return _GateFn.apply(vT.contiguous(), self.w_gated, self.gate_index, n)
+        return _GateFn.apply(vT.contiguous(), self.w_gated, self.gate_rows, self.gate_inverse, n)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         if values.dim() == 0 or values.shape[-1] != self.in_features:
