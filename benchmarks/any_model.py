@@ -344,7 +344,8 @@ def main(argv=None) -> int:
     exact_rows = [r for r in lie if "negative control" not in r["model"]]
     ok_lie = all(r["lie_max"] < 1e-8 for r in exact_rows)
     console.print("AD: jvp = torch.func.jvp; vjp = reverse mode twice, used when a custom autograd.Function has no "
-                  "forward-mode rule (softsym.nn at the time of writing) and only after agreeing with 4th-order finite "
+                  "forward-mode rule (softsym.nn's layers switch to plain torch ops under torch.func, so they use jvp) "
+                  "and only after agreeing with 4th-order finite "
                   "differences; fd = those finite differences")
     console.print(f"target: Lie-derivative error < 1e-8 for the exact models: "
                   f"{'[green]met[/]' if ok_lie else '[red]NOT met[/]'}")
