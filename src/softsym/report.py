@@ -184,6 +184,36 @@ def _signed_rank_z(d, tol: float) -> float:
     return (w - mean) / math.sqrt(var)
 
 
+def _max_signed_rank_z(n: int) -> float:
+    """The largest z-score :func:`_signed_rank_z` can give with n non-zero differences (all of them positive)."""
+    if n < 1:
+        return 0.0
+    w, mean, var = n * (n + 1) / 2.0, n * (n + 1) / 4.0, n * (n + 1) * (2 * n + 1) / 24.0
+    return (w - mean) / math.sqrt(var)
+
+
+def _min_p(n: int) -> float:
+    """The smallest one-sided p-value the signed-rank test can reach with n samples."""
+    return 0.5 * math.erfc(_max_signed_rank_z(n) / math.sqrt(2.0))
+
+
+def _candidate_list(candidates, task) -> list:
+    from .errors import ConfigError
+
+    if isinstance(candidates, str):
+        raise ConfigError(f"candidates must be a list of group specs, got the string {candidates!r}; wrap it in a "
+                          f"list: [{candidates!r}]")
+    return list(candidates) if candidates else list(task.candidates)
+
+
+def _check_split(task, split: str):
+    from .errors import ConfigError
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    return task.splits()[split]
+
+
 def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, split: str = "test",
                     group_samples: int = 16, seed: int = 0, batch: int = 4096) -> Dict:
     """Which candidate symmetries the data supports, and how strongly, tested with a trained model.
@@ -213,14 +243,15 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
     from .groups.parse import parse_group
     from .reps.algebra import rep as make_rep
 
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if isinstance(group_samples, bool) or not isinstance(group_samples, int) or group_samples < 1:
-        raise ConfigError(f"group_samples must be a positive integer, got {group_samples!r}")
-    x, y = task.splits()[split]
+    for label, v, low in (("group_samples", group_samples, 1), ("seed", seed, 0), ("batch", batch, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ConfigError(f"{label} must be a {'positive' if low else 'non-negative'} integer, got {v!r}")
+    x, y = _check_split(task, split)
     if len(x) < 2:
         raise ConfigError(f"the {split} split has {len(x)} sample(s); the symmetry test needs at least 2")
-    cands = list(candidates) if candidates else list(task.candidates)
+    cands = _candidate_list(candidates, task)
+    # with few samples the signed-rank test cannot reach p < HOLDS_P: "holds" would only mean "too few samples"
+    powerless = _min_p(len(x)) >= HOLDS_P
     x64, y64 = x.double(), y.double()
     params = list(model.parameters())
     dtype = params[0].dtype if params else torch.float64
@@ -241,12 +272,23 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
             base = loss(x64, y64)
             base_mean = float(base.mean())
             scale = max(base_mean + float((y64 ** 2).mean()), 1e-300)  # round-off level of a loss difference
-            for j, spec in enumerate(cands):
+            groups = []
+            for spec in cands:  # every candidate is checked before any is tested
                 group = parse_group(spec)
                 rin, rout = make_rep(task.rep_in, group), make_rep(task.rep_out, group)
                 if rin.size != x64.shape[1] or rout.size != y64.shape[1]:
                     raise ConfigError(f"candidate {spec!r} gives reps of sizes {rin.size} -> {rout.size}, but the "
-                                      f"data has {x64.shape[1]} inputs and {y64.shape[1]} targets")
+                                      f"data has {x64.shape[1]} inputs and {y64.shape[1]} targets; give candidates "
+                                      f"acting on the same space as {task.group}")
+                groups.append((group, rin, rout))
+            for j, (spec, (group, rin, rout)) in enumerate(zip(cands, groups)):
+                if not isinstance(spec, str):
+                    spec = group.name
+                if group.is_complex:  # a complex group cannot act on real data: nothing to test
+                    rows.append({"group": spec, "z": 0.0, "p_value": 1.0, "mean_gap": float("nan"),
+                                 "loss_increase": float("nan"), "verdict": "untestable", "group_samples": 0,
+                                 "reason": f"{group.name} is a complex group: it cannot act on real data"})
+                    continue
                 rng = np.random.default_rng([seed, j, 2718])
                 tol = exact_tol * scale
                 gaps, zs = [], []
@@ -260,9 +302,16 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
                 no_power = float(d.abs().max()) <= tol
                 z = 0.0 if no_power else float(np.mean(zs))
                 p = 0.5 * math.erfc(z / math.sqrt(2.0))
-                rows.append({"group": spec, "z": z, "p_value": p, "mean_gap": m,
-                             "loss_increase": m / base_mean if base_mean > 0 else float("nan"),
-                             "verdict": _verdict(p, no_power), "group_samples": group_samples})
+                row = {"group": spec, "z": z, "p_value": p, "mean_gap": m,
+                       "loss_increase": m / base_mean if base_mean > 0 else float("nan"),
+                       "verdict": _verdict(p, no_power or powerless), "group_samples": group_samples}
+                if no_power:
+                    row["reason"] = "the probe is exactly equivariant to this group (no loss change)"
+                elif powerless:
+                    row["reason"] = (f"{len(x64)} {split} samples are too few for the signed-rank test to reach "
+                                     f"p < {HOLDS_P:g} (smallest possible p {_min_p(len(x64)):.3g}); give a larger "
+                                     "split (--n-test)")
+                rows.append(row)
     finally:
         model.train(was_training)
     return {"task": getattr(task, "name", None), "split": split, "n_samples": int(len(x64)),
@@ -346,23 +395,32 @@ def exact_model_comparison(probe, exact_models: Dict[str, object], task, *, spli
     models, so its verdicts use heuristic ratio thresholds: "holds" (ratio <= 1.1 or p >= 0.05), "broken"
     (p < 0.001 and ratio > 1.5), else "uncertain".
     """
-    x, y = task.splits()[split]
+    x, y = _check_split(task, split)
     base = _split_losses(probe, x, y)
     base_mean = float(base.mean())
+    # with too few samples no difference is significant: the loss ratio alone can then say "holds"
+    powerless = _min_p(len(x)) >= HOLDS_P
     out = {}
     for spec, model in exact_models.items():
         e = _split_losses(model, x, y) - base
         z = _signed_rank_z(e, 1e-12 * max(base_mean, 1e-300))
         p = 0.5 * math.erfc(z / math.sqrt(2.0))
-        ratio = float((e + base).mean()) / base_mean if base_mean > 0 else float("inf")
-        if ratio <= HOLDS_RATIO or p >= HOLDS_P:
+        exact_mean = float((e + base).mean())
+        if base_mean > 0:
+            ratio = exact_mean / base_mean
+        else:  # a perfect probe: an exact model as perfect is as good (0 / 0 -> 1)
+            ratio = 1.0 if exact_mean <= 0 else float("inf")
+        if ratio <= HOLDS_RATIO or (p >= HOLDS_P and not powerless):
             verdict = "holds"
         elif p < BROKEN_P and ratio > BROKEN_RATIO:
             verdict = "broken"
         else:
             verdict = "uncertain"
         out[spec] = {"loss_ratio": ratio, "z": z, "p_value": p, "verdict": verdict,
-                     "exact_mse": float((e + base).mean()), "probe_mse": base_mean}
+                     "exact_mse": exact_mean, "probe_mse": base_mean}
+        if powerless and verdict == "uncertain":
+            out[spec]["reason"] = (f"{len(x)} {split} samples are too few for a significant difference; give a "
+                                   "larger split (--n-test)")
     return out
 
 
@@ -372,6 +430,13 @@ def combine_verdicts(distribution: str, exact: Optional[str]) -> str:
     The exact-model comparison decides whether the target function is equivariant; "holds (function only)" means
     it is, but (x, y) is not symmetrically distributed (the inputs are not, e.g. a fixed frame or a non-compact
     group): augmentation with the group would leave the data's support."""
+    from .errors import ConfigError
+
+    known = ("holds", "uncertain", "broken", "untestable")
+    if distribution not in known:
+        raise ConfigError(f"unknown distribution-test verdict {distribution!r}; expected one of {', '.join(known)}")
+    if exact not in (None, "n/a", "holds", "uncertain", "broken"):
+        raise ConfigError(f"unknown exact-model verdict {exact!r}; expected holds, uncertain, broken, 'n/a' or None")
     if exact is None or exact == "n/a":
         return distribution
     if exact == "holds":

@@ -341,7 +341,7 @@ class Trainer:
             existing = json.loads((self.run_dir / "config.json").read_text())
         except json.JSONDecodeError:
             return False
-        return {k: v for k, v in existing.items() if k != "softsym"} == self._run_config()
+        return isinstance(existing, dict) and _comparable(existing) == _comparable(self._run_config())
 
     def _prepare_run_dir(self) -> bool:
         """Create/check the run directory; True when a checkpoint should be resumed."""
@@ -368,9 +368,15 @@ class Trainer:
             if not isinstance(existing, dict) or existing.get("unreadable"):
                 raise ConfigError(f"{cfg_path} is not a readable softsym run config (invalid JSON); use another "
                                   "--run-dir, or --overwrite to replace the run")
-            same = {k: v for k, v in existing.items() if k != "softsym"} == cfg
+            same = _comparable(existing) == _comparable(cfg)
             if not same:
-                diff = _config_diff(existing, cfg)
+                diff = _config_diff(_comparable(existing), _comparable(cfg))
+                old_info = (existing.get("task") or {}).get("info") or {} if isinstance(existing.get("task"), dict) \
+                    else {}
+                new_info = cfg["task"].get("info") or {}
+                if "sha256" in new_info and old_info.get("sha256") not in (None, new_info["sha256"]):
+                    diff = (f"the data file {new_info.get('source')} has changed since that run (content hash "
+                            f"{old_info['sha256']} -> {new_info['sha256']}); {diff}")
                 raise ConfigError(
                     f"run directory {d} holds a run with a different config ({diff}); use another --run-dir, "
                     "or --overwrite to replace it"
@@ -716,6 +722,16 @@ class Trainer:
             _atomic_write_text(json.dumps(metrics, indent=2), self.run_dir / "metrics.json")
         return FitResult(metrics=metrics, model=model, log=self.log, history=history,
                          run_dir=str(self.run_dir) if self.run_dir else None, finished=True)
+
+
+def _comparable(cfg: Dict) -> Dict:
+    """A run config as compared between runs: without the softsym version and without the path a data file was
+    given by (``--data d.npz`` and ``--data /abs/d.npz`` are the same data; its content hash decides)."""
+    out = {k: v for k, v in cfg.items() if k != "softsym"}
+    task = out.get("task")
+    if isinstance(task, dict) and isinstance(task.get("info"), dict) and "sha256" in task["info"]:
+        out["task"] = {**task, "info": {k: v for k, v in task["info"].items() if k != "source"}}
+    return out
 
 
 def _config_diff(old: Dict, new: Dict, prefix: str = "") -> str:

@@ -378,8 +378,10 @@ def register(app: typer.Typer) -> None:
                                                                     "function itself; one training per candidate)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default softsym-report/<task>): "
                                                                "report.json, report.png, the probe's run."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Retrain a probe whose run directory holds "
-                                                                  "another config."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Retrain a probe or exact model whose run "
+                                                                  "directory holds another config, and replace a "
+                                                                  "report.json / report.png that softsym report did "
+                                                                  "not write (default: refuse)."),
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ):
@@ -394,12 +396,23 @@ def register(app: typer.Typer) -> None:
         from ..report import (add_exact_comparison, exact_model_comparison, format_increase, plot_symmetry_report,
                               symmetry_report)
 
+        from ..groups.parse import parse_group
+        from ..models import _check_reps, parse_model_name
+
         cand_list = _parse_candidates(candidates)
-        source = TaskSource(task, data, group, rep_in, rep_out, cand_list)
+        # the tested candidates are not part of the task the probe and the exact models train on: another
+        # --candidates list reuses their runs, and a candidate no model can be built for (a complex group) is
+        # reported as untestable instead of failing the training
+        source = TaskSource(task, data, group, rep_in, rep_out, None)
         probe_task = source.make(seed, n_train, n_val, n_test)
         tested = [canonical_spec(c) for c in (cand_list or probe_task.candidates)]
+        for spec in tested:  # a candidate on another space fails now, not after the probe's training
+            if parse_group(spec).is_complex:
+                continue
+            _check_reps(probe_task, spec, f"candidate {spec!r}")
         if skeletons:
             tested += [s for s, _ in skeleton_candidates(tested) if s not in tested]
+        probe_kind = parse_model_name(model)[0]
         out_dir = out or Path("softsym-report") / _slug(source.label)
         if out_dir.exists() and not out_dir.is_dir():
             raise ConfigError(f"--out {out_dir} exists and is not a directory; choose a directory")
@@ -417,8 +430,8 @@ def register(app: typer.Typer) -> None:
         result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
                           num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=None, tuner=None,
                           run_dir=str(out_dir / f"probe-{_slug(model)}-seed{seed}"), resume=True, overwrite=False,
-                          progress=progress, replace_different=overwrite, candidates=cand_list,
-                          skeletons=None)
+                          progress=progress, replace_different=overwrite,
+                          candidates=cand_list if probe_kind in ("per", "soft") else None, skeletons=None)
         rep = symmetry_report(result.model, probe_task, tested, group_samples=group_samples, seed=seed)
         rep["probe"] = {k: result.metrics.get(k) for k in ("model", "test_mse", "val_mse", "epochs", "train_seconds")}
         if exact:  # one exactly equivariant EMLP per candidate, trained like the probe
@@ -465,8 +478,12 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(f"distribution test: is (g x, g y) distributed like (x, y)? holds: p >= "
                       f"{rep['thresholds']['holds_p']:g}, broken: p < {rep['thresholds']['broken_p']:g}; loss increase "
-                      "(loss) = how much worse the probe fits the transformed data (z-scores in report.json); untestable = the probe is exactly "
-                      "equivariant to that group.", highlight=False)
+                      "(loss) = how much worse the probe fits the transformed data (z-scores in report.json); "
+                      "untestable = the probe is exactly equivariant to that group, the split is too small, or the "
+                      "group is complex.", highlight=False)
+        for r in rep["candidates"]:
+            if r.get("reason") and r["verdict"] == "untestable" and "exactly equivariant" not in r["reason"]:
+                console.print(f"  {r['group']} untestable: {r['reason']}", highlight=False)
         if exact:
             console.print("exact model: test MSE of the candidate's exact EMLP over the probe's (holds: ratio <= 1.1 "
                           "or not significantly worse; broken: p < 0.001 and ratio > 1.5). 'holds (function only)': the "

@@ -15,7 +15,10 @@ File layouts:
 """
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import math
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -57,7 +60,13 @@ def _spec_text(spec) -> str:
 def _as_matrix(a, name: str, width: int, rep_text: str, what: str) -> np.ndarray:
     """(N, width) float64 array from array-like ``a``, or a DataError saying what is wrong."""
     if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
+        a = a.detach().cpu().resolve_conj().numpy()
+    if np.iscomplexobj(a):  # float64 conversion would drop the imaginary parts with only a warning
+        c = np.asarray(a)
+        if np.any(c.imag != 0):
+            raise DataError(f"{name} is complex; softsym's tasks are real: give the real data (complex groups such "
+                            "as SU(n) are not supported for tasks)")
+        a = c.real
     try:
         arr = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -65,7 +74,11 @@ def _as_matrix(a, name: str, width: int, rep_text: str, what: str) -> np.ndarray
     if arr.ndim == 1 and width == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
-        raise DataError(f"{name} must be 2-D (samples, {width}), got shape {arr.shape}")
+        hint = ""
+        if arr.ndim > 2 and int(np.prod(arr.shape[1:])) == width:
+            hint = (f"; if each sample's entries are laid out in the rep's order, flatten them with "
+                    f"{name}.reshape(len({name}), -1)")
+        raise DataError(f"{name} must be 2-D (samples, {width}), got shape {arr.shape}{hint}")
     if arr.shape[0] == 0:
         raise DataError(f"{name} has no samples")
     if arr.shape[1] != width:
@@ -120,12 +133,48 @@ def _split_sizes(n: int, n_train, n_val, n_test, need_val: bool, need_test: bool
     """Sizes carved out of n samples: given ones are used, the rest from VAL/TEST_FRACTION, train the remainder."""
     n_val = (n_val if n_val is not None else max(1, round(VAL_FRACTION * n))) if need_val else 0
     n_test = (n_test if n_test is not None else max(1, round(TEST_FRACTION * n))) if need_test else 0
+    need = 1 + int(need_val) + int(need_test)
+    if n < need:
+        raise DataError(f"only {n} sample(s): a split into train" + (" / validation" if need_val else "")
+                        + (" / test" if need_test else "") + f" needs at least {need} samples; give more data"
+                        + (" (or the validation / test splits as separate arrays)" if need > 1 else ""))
     if n_train is None:
         n_train = n - n_val - n_test
     if n_train < 1 or n_train + n_val + n_test > n:
         raise DataError(f"cannot split {n} samples into train {n_train}, val {n_val}, test {n_test}; give fewer "
                         "samples per split (--n-train / --n-val / --n-test) or more data")
     return n_train, n_val, n_test
+
+
+def _check_candidates(candidates, group_text: str, rin: Rep, rout: Rep, rep_in, rep_out) -> Tuple[str, ...]:
+    """Candidate specs under their canonical names, each a real group acting on the data's spaces (the reps bound
+    to it have the data's sizes) and listed once; otherwise a ConfigError saying which one and why."""
+    if candidates is None or (not isinstance(candidates, str) and len(candidates) == 0):
+        return (group_text,)
+    if isinstance(candidates, str):
+        raise ConfigError(f"candidates must be a list of group specs, got the string {candidates!r}; wrap it in a "
+                          f"list: [{candidates!r}]")
+    out, keys = [], {}
+    for c in candidates:
+        if not isinstance(c, str):
+            raise ConfigError(f"candidates must be group spec strings, e.g. ['O(3)', 'O(2)@z'], got {c!r}")
+        cg = parse_group(c)
+        spec = canonical_spec(c)
+        if cg.is_complex:
+            raise ConfigError(f"candidate {spec!r} is a complex group; tasks hold real data and support real "
+                              "candidate groups only")
+        a, b = make_rep(rep_in, cg).size, make_rep(rep_out, cg).size
+        if (a, b) != (rin.size, rout.size):
+            raise ConfigError(f"candidate {spec!r} acts on R^{cg.d}: with it the reps {_spec_text(rep_in)} -> "
+                              f"{_spec_text(rep_out)} have sizes {a} -> {b}, but the data has {rin.size} inputs and "
+                              f"{rout.size} targets (group {group_text}); give candidates acting on the same space"
+                              + (f", e.g. a subgroup embedded with '@' such as 'SO(2)@[0,1]:{d}'" if (d := parse_group(
+                                  group_text).d) > 2 else ""))
+        if cg.key in keys:
+            raise ConfigError(f"candidate {c!r} is the same group as {keys[cg.key]!r}; list every candidate once")
+        keys[cg.key] = c
+        out.append(spec)
+    return tuple(out)
 
 
 def task_from_arrays(x, y, *, group, rep_in, rep_out, candidates: Optional[Sequence[str]] = None,
@@ -147,6 +196,9 @@ def task_from_arrays(x, y, *, group, rep_in, rep_out, candidates: Optional[Seque
     """
     g = parse_group(group)
     group_text = _group_text(group, g)
+    if g.is_complex:
+        raise ConfigError(f"{group_text} is a complex group (it acts on C^{g.d}); tasks hold real data and softsym's "
+                          "models and metrics support real groups only; use a real group, e.g. 'SO(3)'")
     rin, rout = make_rep(rep_in, g), make_rep(rep_out, g)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -179,50 +231,112 @@ def task_from_arrays(x, y, *, group, rep_in, rep_out, candidates: Optional[Seque
     x_te, y_te = given.get("_test", (xs[te], ys[te]))
     x_scale, y_mean, y_std = _normalisation(x_tr, y_tr, rin, rout, bool(normalise))
     t = lambda arr: torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))  # noqa: E731
-    cands = tuple(candidates) if candidates else (group_text,)
-    if not all(isinstance(c, str) for c in cands):
-        raise ConfigError("candidates must be group spec strings, e.g. ['O(3)', 'O(2)@z']")
+    cands = _check_candidates(candidates, group_text, rin, rout, rep_in, rep_out)
+    # what the task is made of, so that a run directory notices a changed group, rep or candidate list
     meta = {"seed": int(seed), "protocol": "emlp", "sizes": (len(x_tr), len(x_va), len(x_te)),
-            "normalise": bool(normalise), **(info or {})}
+            "normalise": bool(normalise), "group": group_text, "rep_in": repr(rin), "rep_out": repr(rout),
+            "candidates": list(cands), **(info or {})}
     return Task(name=name, group=group_text, rep_in=rin_text, rep_out=rout_text,
                 x_train=t(x_tr), y_train=t(y_tr), x_val=t(x_va), y_val=t(y_va), x_test=t(x_te), y_test=t(y_te),
                 x_scale=t(x_scale), y_mean=t(y_mean), y_std=t(y_std), candidates=cands, true_groups=(), info=meta)
 
 
-def _read_table(path: Path, n_cols: int) -> np.ndarray:
-    delimiter = "," if path.suffix.lower() == ".csv" else ("\t" if path.suffix.lower() == ".tsv" else None)
-    text = path.read_text(errors="replace").splitlines()
-    rows = [ln for ln in text if ln.strip() and not ln.lstrip().startswith("#")]
-    if not rows:
-        raise DataError(f"{path} has no data rows")
-
-    def header(line: str) -> bool:  # no field of the line is a number: column names
-        return not any(_is_float(v.strip()) for v in (line.split(delimiter) if delimiter else line.split()))
-
-    if header(rows[0]):
-        rows = rows[1:]
-        if not rows:
-            raise DataError(f"{path} has a header but no data rows")
-    table = []
-    for i, line in enumerate(rows):
-        parts = [v.strip() for v in (line.split(delimiter) if delimiter else line.split())]
-        if len(parts) != n_cols:
-            raise DataError(f"{path}: data row {i + 1} has {len(parts)} columns, expected {n_cols} (rep_in + rep_out "
-                            "sizes); inputs first, then targets")
-        try:
-            table.append([float(v) if v else float("nan") for v in parts])
-        except ValueError:
-            bad = next(v for v in parts if not _is_float(v))
-            raise DataError(f"{path}: data row {i + 1} has a non-numeric entry {bad!r}") from None
-    return np.asarray(table, dtype=np.float64)
+def _decode(raw: bytes, path: Path) -> str:
+    """Text of a table file: UTF-8 (with or without a byte-order mark) or UTF-16 with a BOM; undecodable bytes
+    are replaced (they only matter in a header). Binary files are refused."""
+    if raw.startswith(codecs.BOM_UTF8):
+        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16", errors="replace")
+    if b"\x00" in raw[:65536]:
+        raise DataError(f"{path} is not a text table (it contains NUL bytes: binary, or UTF-16 without a byte-order "
+                        "mark); save it as UTF-8 text with one sample per row, or as an .npz")
+    return raw.decode("utf-8", errors="replace")
 
 
-def _is_float(v: str) -> bool:
+#: delimiters tried for a table, the file type's own first: ',' (.csv), tab (.tsv), whitespace (None, .txt)
+_DELIMITERS = {".csv": (",", ";", "\t", None), ".tsv": ("\t", ",", ";", None), ".txt": (None, ",", ";", "\t")}
+
+
+def _split(line: str, delimiter: Optional[str]) -> list:
+    """Fields of one line: quoted fields ("1.5") are unquoted, a single trailing delimiter is ignored."""
+    if delimiter is None:
+        parts = [v.strip().strip("\"'") for v in line.split()]
+    else:
+        parts = [v.strip() for v in next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))]
+    if len(parts) > 1 and parts[-1] == "":  # "1,2,3," (spreadsheet exports)
+        parts = parts[:-1]
+    return parts
+
+
+def _to_float(v: str) -> float:
+    if not v:
+        return float("nan")  # an empty field: reported as a missing value
+    try:
+        return float(v)
+    except ValueError:
+        if _decimal_comma(v):  # "1,5", as spreadsheets write in many locales (';'-separated or quoted)
+            return float(v.replace(",", "."))
+        raise
+
+
+def _decimal_comma(v: str) -> bool:
+    return v.count(",") == 1 and "." not in v and _is_number(v.replace(",", "."))
+
+
+def _is_number(v: str) -> bool:
     try:
         float(v)
         return True
     except ValueError:
         return False
+
+
+def _read_table(path: Path, raw: bytes, n_cols: int) -> np.ndarray:
+    """(rows, n_cols) float64 table from a text file; delimiter, header line, quotes, BOM, Windows line ends,
+    trailing delimiters and decimal commas are handled; anything else gives a DataError naming the line."""
+    lines = [(i + 1, ln.strip()) for i, ln in enumerate(_decode(raw, path).splitlines())]
+    rows = [(i, ln) for i, ln in lines if ln and not ln.startswith("#")]
+    if not rows:
+        raise DataError(f"{path} has no data rows")
+    order = _DELIMITERS.get(path.suffix.lower(), _DELIMITERS[".txt"])
+    # the delimiter that splits the last row (always data) into the expected number of columns, else the type's own
+    delimiter = next((d for d in order if len(_split(rows[-1][1], d)) == n_cols), order[0])
+
+    def header(line: str) -> bool:  # column names: no field is a finite number and some field is no number at all
+        parts = _split(line, delimiter)
+        return (not any(_is_number(v) and math.isfinite(float(v)) for v in parts)
+                and not all(_is_number(v) for v in parts))
+
+    if header(rows[0][1]):
+        rows = rows[1:]
+        if not rows:
+            raise DataError(f"{path} has a header but no data rows")
+    sep = {",": "commas", ";": "semicolons", "\t": "tabs", None: "whitespace"}[delimiter]
+    if len(rows) > 1000:  # fast path for large files; any irregularity is reported by the exact reader below
+        try:
+            table = np.loadtxt([ln for _, ln in rows], delimiter=delimiter, dtype=np.float64, ndmin=2)
+            if table.shape[1] == n_cols:
+                return table
+        except ValueError:
+            pass
+    table = np.empty((len(rows), n_cols), dtype=np.float64)
+    for k, (lineno, line) in enumerate(rows):
+        try:
+            parts = _split(line, delimiter)
+        except csv.Error as exc:
+            raise DataError(f"{path}, line {lineno}: cannot split the row ({exc})") from None
+        if len(parts) != n_cols:
+            raise DataError(f"{path}, line {lineno}: data row {k + 1} has {len(parts)} columns, expected {n_cols} "
+                            f"(rep_in + rep_out sizes, separated by {sep}); one sample per row, inputs first, then "
+                            "targets")
+        try:
+            table[k] = [_to_float(v) for v in parts]
+        except ValueError:
+            bad = next(v for v in parts if v and not _is_number(v) and not _decimal_comma(v))
+            raise DataError(f"{path}, line {lineno}: data row {k + 1} has a non-numeric entry {bad!r}; every entry "
+                            "after the optional header line must be a number") from None
+    return table
 
 
 def load_task(path, *, group, rep_in, rep_out, candidates: Optional[Sequence[str]] = None,
@@ -254,9 +368,22 @@ def load_task(path, *, group, rep_in, rep_out, candidates: Optional[Sequence[str
         try:
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except Exception as exc:  # zipfile / pickle / format errors
+        except ValueError as exc:
+            if raw[:2] != b"PK":  # np.load falls back to unpickling anything that is not a zip archive
+                raise DataError(f"cannot read {p} as an .npz archive: it is not a zip file written by numpy.savez; "
+                                "save the arrays with numpy.savez(path, x=x, y=y), or give a text table a .csv / .txt "
+                                "name") from None
+            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                raise DataError(f"{p} holds object arrays (Python objects, e.g. lists of rows or None values), which "
+                                "are not loaded for safety; save numeric arrays instead, e.g. "
+                                "numpy.savez(path, x=np.asarray(x, dtype=float), y=...)") from None
+            raise DataError(f"cannot read {p} as an .npz archive ({exc})") from None
+        except Exception as exc:  # zipfile / format errors
             raise DataError(f"cannot read {p} as an .npz archive ({type(exc).__name__}: {exc})") from None
         keys = set(arrays)
+        if {"x", "y"} <= keys and keys & set(_SPLIT_KEYS):
+            raise DataError(f"{p} holds both 'x', 'y' and split arrays ({', '.join(sorted(keys & set(_SPLIT_KEYS)))}); "
+                            "which are the data is ambiguous: keep either 'x' and 'y' (split here) or the split arrays")
         if {"x", "y"} <= keys:
             return task_from_arrays(arrays["x"], arrays["y"], **common)
         if {"x_train", "y_train"} <= keys:
@@ -265,5 +392,5 @@ def load_task(path, *, group, rep_in, rep_out, candidates: Optional[Sequence[str
                                     y_test=arrays.get("y_test"), **common)
         raise DataError(f"{p} holds arrays {sorted(keys) or 'none'}; expected 'x' and 'y', or "
                         f"{', '.join(_SPLIT_KEYS)} (val / test optional)")
-    table = _read_table(p, rin.size + rout.size)
+    table = _read_table(p, raw, rin.size + rout.size)
     return task_from_arrays(table[:, :rin.size], table[:, rin.size:], **common)
