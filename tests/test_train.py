@@ -252,3 +252,43 @@ def test_non_finite_or_empty_task_data_raise_data_errors(o5):
     empty = dataclasses.replace(o5, x_val=o5.x_val[:0], y_val=o5.y_val[:0])
     with pytest.raises(DataError, match="val split has 0 inputs"):
         Trainer(build_model("mlp", o5, ch=8, num_layers=1), empty, _cfg(epochs=1)).fit()
+
+
+def test_first_ctrl_c_saves_a_checkpoint_at_the_epoch_end_and_resume_matches(tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    from softsym import Trainer, TrainConfig, build_model, make_task
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is handled by someone else here")
+
+    def run(run_dir, resume=False, interrupt_after=None):
+        task = make_task("mixed-inertia:o2z", n_train=400, n_val=50, n_test=50, seed=0)
+        model = build_model("soft", task, ch=8, num_layers=1, seed=0)
+        cfg = TrainConfig(epochs=20, batch_size=10, lr=1e-3, schedule="cosine", seed=0, run_dir=str(run_dir),
+                          resume=resume, progress=False)
+        trainer = Trainer(model, task, cfg)
+        if interrupt_after is not None:  # once `interrupt_after` epochs are logged, i.e. the loop is running
+            def watch():
+                log = run_dir / "metrics.jsonl"
+                for _ in range(2000):
+                    if log.exists() and len(log.read_text().splitlines()) >= interrupt_after:
+                        os.kill(os.getpid(), signal.SIGINT)
+                        return
+                    time.sleep(0.005)
+
+            threading.Thread(target=watch, daemon=True).start()
+        return trainer.fit()
+
+    with pytest.raises(KeyboardInterrupt, match="checkpoint saved"):
+        run(tmp_path / "a", interrupt_after=3)
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert 0 < rows[-1]["epoch"] < 20 and (tmp_path / "a" / "last.pt").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = run(tmp_path / "a", resume=True)
+    straight = run(tmp_path / "b")
+    assert resumed.metrics["steps"] == straight.metrics["steps"] == 20 * 40
+    assert resumed.metrics["test_mse"] == straight.metrics["test_mse"]

@@ -583,8 +583,9 @@ class Trainer:
         best_dirty = False
         progress = _Progress(cfg.progress, total=cfg.epochs, done=start_epoch,
                              label=f"{getattr(model, 'model_name', type(model).__name__)} on {task.name}")
+        interrupt = _GracefulInterrupt(enabled=self.run_dir is not None and strat.is_main)
         try:
-            with progress:
+            with progress, interrupt:
                 for epoch in range(start_epoch, end_epoch):
                     t_epoch = time.perf_counter()
                     lr = self.schedule.value(epoch)
@@ -661,10 +662,15 @@ class Trainer:
                             fh.write(json.dumps(_jsonable(row)) + "\n")
                     due = (cfg.checkpoint_every and (epoch + 1 - last_ck_epoch) >= cfg.checkpoint_every) or (
                         not cfg.checkpoint_every and time.perf_counter() - last_ck_time > 30)
-                    if epoch + 1 == end_epoch or due:
+                    if epoch + 1 == end_epoch or due or interrupt.requested:
                         self._checkpoint(epoch + 1, step, best, best_state, best_dirty, train_seconds)
                         best_dirty, last_ck_time, last_ck_epoch = False, time.perf_counter(), epoch + 1
                     progress.advance(row)
+                    if interrupt.requested:
+                        msg = (f"interrupted after epoch {epoch + 1}; checkpoint saved in {self.run_dir} (resume "
+                               "with --resume / resume=True)")
+                        sys.stderr.write(msg + "\n")
+                        raise KeyboardInterrupt(msg)
         except KeyboardInterrupt:
             # the last epoch-boundary checkpoint stays valid: resume with resume=True / --resume
             raise
@@ -722,6 +728,41 @@ class Trainer:
             _atomic_write_text(json.dumps(metrics, indent=2), self.run_dir / "metrics.json")
         return FitResult(metrics=metrics, model=model, log=self.log, history=history,
                          run_dir=str(self.run_dir) if self.run_dir else None, finished=True)
+
+
+class _GracefulInterrupt:
+    """During a run with a run directory, the first Ctrl-C (SIGINT) only asks the loop to stop at the end of the
+    current epoch, after writing a checkpoint there (so --resume loses nothing); a second Ctrl-C stops at once.
+    Active only in the main thread and when SIGINT has Python's default handler."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.requested, self._previous = enabled, False, None
+
+    def _handler(self, signum, frame):
+        import signal
+
+        if self.requested:  # second Ctrl-C: stop now (the last checkpoint stays valid)
+            signal.signal(signal.SIGINT, self._previous)
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write("\ninterrupt: finishing this epoch to save a checkpoint; press Ctrl-C again to stop now\n")
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if (self.enabled and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
 
 
 def _comparable(cfg: Dict) -> Dict:

@@ -25,6 +25,6 @@ def run_app(app, argv=None) -> None:
         app(args=argv, standalone_mode=True)
     except SoftsymError as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
+    except KeyboardInterrupt as exc:
+        err_console.print(f"[yellow]interrupted[/]{': ' + str(exc) if str(exc) else ''}", highlight=False)
         raise SystemExit(130)
