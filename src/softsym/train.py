@@ -378,8 +378,8 @@ class Trainer:
                     diff = (f"the data file {new_info.get('source')} has changed since that run (content hash "
                             f"{old_info['sha256']} -> {new_info['sha256']}); {diff}")
                 raise ConfigError(
-                    f"run directory {d} holds a run with a different config ({diff}); use another --run-dir, "
-                    "or --overwrite to replace it"
+                    f"run directory {d} holds a run with a different config ({diff}); use another run directory "
+                    "(--run-dir; --out for softsym compare / report), or --overwrite to replace it"
                 )
             if not self.config.resume:
                 raise ConfigError(
