@@ -150,6 +150,7 @@ def test_exact_model_comparison_and_combined_verdicts():
     assert combine_verdicts("broken", "holds") == "holds (function only)"
     assert combine_verdicts("holds", "holds") == "holds" and combine_verdicts("untestable", "holds") == "holds"
     assert combine_verdicts("holds", "broken") == "broken" and combine_verdicts("broken", None) == "broken"
+    assert combine_verdicts("holds", "uncertain") == "holds" and combine_verdicts("broken", "uncertain") == "uncertain"
 
 
 def test_cli_report_exact_models_judge_the_lorentz_function(tmp_path, capsys):

@@ -429,7 +429,8 @@ def combine_verdicts(distribution: str, exact: Optional[str]) -> str:
 
     The exact-model comparison decides whether the target function is equivariant; "holds (function only)" means
     it is, but (x, y) is not symmetrically distributed (the inputs are not, e.g. a fixed frame or a non-compact
-    group): augmentation with the group would leave the data's support."""
+    group): augmentation with the group would leave the data's support. An "uncertain" comparison (often an exact
+    model trained too briefly) leaves a passed distribution test standing; after a failed one it stays uncertain."""
     from .errors import ConfigError
 
     known = ("holds", "uncertain", "broken", "untestable")
@@ -441,6 +442,8 @@ def combine_verdicts(distribution: str, exact: Optional[str]) -> str:
         return distribution
     if exact == "holds":
         return "holds" if distribution in ("holds", "untestable") else "holds (function only)"
+    if exact == "uncertain" and distribution == "holds":
+        return "holds"  # an inconclusive heuristic comparison does not outweigh a passed exchangeability test
     return exact
 
 

@@ -23,6 +23,9 @@ def _fmt(x) -> str:
     return str(x)
 
 
+#: default cap on the epochs of softsym report's probe and exact models (MixedInertia's protocol has 8000)
+REPORT_MAX_EPOCHS = 500
+
 _DATA_HELP = ("Your own data instead of --task: an .npz (arrays x, y, or x_train, y_train [, x_val, y_val, x_test, "
               "y_test]) or a .csv (inputs then targets per row, optional header); needs --group, --rep-in, --rep-out. "
               "Split seeded by --seed (15 % val, 15 % test unless --n-val / --n-test), normalised per rep copy.")
@@ -367,7 +370,9 @@ def register(app: typer.Typer) -> None:
         n_train: Optional[int] = typer.Option(None, "--n-train"),
         n_val: Optional[int] = typer.Option(None, "--n-val"),
         n_test: Optional[int] = typer.Option(None, "--n-test"),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Probe epochs (default: the protocol's)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of the probe and of each exact model "
+                                                                     f"(default: the protocol's, at most "
+                                                                     f"{REPORT_MAX_EPOCHS})."),
         ch: Optional[int] = typer.Option(None, "--ch"),
         num_layers: int = typer.Option(3, "--num-layers"),
         lr: Optional[float] = typer.Option(None, "--lr"),
@@ -427,6 +432,10 @@ def register(app: typer.Typer) -> None:
                 if path.exists() and not ours:
                     raise ConfigError(f"{path} exists and was not written by softsym report; use another --out, or "
                                       "--overwrite to replace it")
+        if epochs is None:  # a report needs a probe that learned the data, not the full benchmark protocol
+            from ..train import default_config
+
+            epochs = min(default_config(probe_task, model).epochs, REPORT_MAX_EPOCHS)
         result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
                           num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=None, tuner=None,
                           run_dir=str(out_dir / f"probe-{_slug(model)}-seed{seed}"), resume=True, overwrite=False,
