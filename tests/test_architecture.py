@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "softsym"
 
 # lower rank = lower layer; a module may import only modules of the same or a lower rank
 RANK = {
-    "errors": 0, "defaults": 0,
+    "errors": 0, "defaults": 0, "parallel": 0,
     "groups": 1,
     "reps": 2, "data": 2,
     "soft": 3, "metrics": 3,

@@ -489,3 +489,22 @@ def test_direct_product_sampler_is_a_kronecker_product():
     # the generators of a product are kron(A, I) and kron(I, h)
     a = ss.SO(2).lie_algebra[0]
     assert torch.allclose(G.lie_algebra[0], torch.kron(a, torch.eye(3, dtype=torch.float64)))
+
+
+def test_finite_group_in_a_skewed_basis_is_compact_and_enumerated():
+    """S(3) conjugated by a non-orthogonal matrix: generators are not orthogonal, the group is still finite."""
+    import numpy as np
+    from softsym.groups.base import Group
+    from softsym.metrics import finite_elements
+
+    perm3 = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0.0]])
+    swap = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1.0]])
+    skew = np.array([[1, 0.5, 0], [0, 1, 0.3], [0.2, 0, 1.0]])
+    inv = np.linalg.inv(skew)
+    g = Group(None, [inv @ perm3 @ skew, inv @ swap @ skew], 3, name="skewed S(3)")
+    assert not g.is_orthogonal
+    assert g.is_compact
+    assert g.order == 6
+    assert finite_elements(g).shape == (6, 3, 3)
+    # an infinite-order generator stays non-compact
+    assert not Group(None, [np.diag([2.0, 1.0, 1.0])], 3).is_compact

@@ -262,3 +262,29 @@ def test_lie_derivative_auto_falls_back_when_jvp_is_unsupported():
     exact = lambda v: _CubeFn.apply(v.norm(dim=1, keepdim=True)) * v  # noqa: E731  (equivariant)
     res = lie_derivative_error(exact, "SO(3)", "V", "V", x)
     assert res.max < 1e-10
+
+
+def test_lie_meter_resolves_the_method_again_for_another_model():
+    """'auto' picked jvp for the first model; a second, detaching model must not inherit it (jvp would miss the
+    detached path and score an exactly equivariant map ~1)."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 3, dtype=torch.float64)
+    smooth = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+
+    def detaching(v):  # exactly O(3)-equivariant, but forward-mode AD sees a zero tangent
+        return 2.0 * v.detach() + 0.0 * v
+
+    meter = LieDerivativeMeter("SO(3)", "V", "V")
+    meter.update(smooth, x)
+    assert meter.compute().method == "jvp"
+    assert meter.compute().max > 1e-2
+    meter.reset()
+    meter.update(detaching, x)
+    res = meter.compute()
+    assert res.method == "fd"
+    assert res.max < 1e-8
+    # without a reset, a new model also gets a fresh decision
+    meter2 = LieDerivativeMeter("SO(3)", "V", "V")
+    meter2.update(smooth, x)
+    meter2.update(detaching, x)
+    assert meter2.method_used == "fd"

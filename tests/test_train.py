@@ -104,8 +104,10 @@ def test_config_validation():
         TrainConfig(epochs=0).validate()
     with pytest.raises(ConfigError):
         TrainConfig(schedule="step").validate()
-    with pytest.raises(ConfigError):
-        TrainConfig(world_size=2).validate()
+    TrainConfig(world_size=2).validate()  # data parallelism over local processes
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError):
+            TrainConfig(world_size=bad).validate()
     with pytest.raises(ConfigError):
         TrainConfig(resume=True, overwrite=True).validate()
 

@@ -368,6 +368,10 @@ def check_spread(spread) -> float:
     return float(spread)
 
 
+#: Largest block of sampled group elements the metrics draw at once (1 GiB of float64 matrices).
+MAX_ELEMENT_BYTES = 1 << 30
+
+
 def group_elements(group: GroupLike, n_samples: int = DEFAULT_N_SAMPLES, *, seed: Optional[int] = 0,
                    spread: Optional[float] = None, exhaustive: Optional[bool] = None
                    ) -> Tuple[torch.Tensor, bool, Optional[float], str]:
@@ -384,6 +388,11 @@ def group_elements(group: GroupLike, n_samples: int = DEFAULT_N_SAMPLES, *, seed
     # validated even when a small finite group is enumerated (and n_samples unused): a typo stays a typo
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ConfigError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if int(n_samples) * g.d * g.d * 8 > MAX_ELEMENT_BYTES:
+        raise ConfigError(f"n_samples={n_samples} elements of {g.name} would take "
+                          f"{int(n_samples) * g.d * g.d * 8 / 2**30:.1f} GiB (float64 {g.d}x{g.d} matrices, drawn at "
+                          f"once); use at most {MAX_ELEMENT_BYTES // (8 * g.d * g.d):,} (a few hundred already estimate "
+                          "the mean error to a few percent)")
     seed = check_seed(seed)
     els_all = finite_elements(g)
     order = None if els_all is None else len(els_all)
@@ -720,9 +729,14 @@ class LieDerivativeMeter:
         self._fx2 = 0.0
         self._inputs = 0
         self._dtype = torch.float64
+        self.method_used = None  # resolved again after a reset: a method that suits one model need not suit another
+        self._model_id: Optional[int] = None
 
     def update(self, f: Callable, x, *, dtype: Optional[torch.dtype] = None) -> None:
         mdtype, x64 = _model_inputs(f, x, self.rep_in, dtype)
+        if id(f) != self._model_id:
+            self.method_used = None  # another model: "auto" decides afresh (the accumulated norms are kept)
+        self._model_id = id(f)
         self._dtype = mdtype
         b, n_out = x64.shape[0], self.rep_out.size
         with _eval_mode(f):
@@ -805,6 +819,19 @@ def _energy_in(basis: Basis, v: torch.Tensor) -> float:
     return float(basis.coefficients(v).abs().pow(2).sum())
 
 
+def _check_orientation(W, basis: Basis) -> None:
+    """ConfigError for a 2-d W given as (in, out): its flattening would silently be the wrong map."""
+    shape = tuple(getattr(W, "shape", ()))
+    factors = getattr(basis.rep, "factors", None)
+    if len(shape) != 2 or shape[0] == shape[1] or not factors or len(factors) < 2:
+        return
+    sizes = [f.size for f in factors]
+    splits = {(math.prod(sizes[:k]), math.prod(sizes[k:])) for k in range(1, len(sizes))}
+    if shape not in splits and shape[::-1] in splits:
+        raise ConfigError(f"W has shape {shape}, the transpose of the (out, in) = {shape[::-1]} layout of "
+                          f"{basis.rep!r}; pass the weight as nn.Linear.weight is laid out (out, in), e.g. W.T")
+
+
 def subspace_energy(W, basis: Basis, bias=None, bias_basis: Optional[Basis] = None) -> float:
     """Fraction ||P W||^2 / ||W||^2 of a linear map's energy in the equivariant subspace (1 = equivariant).
 
@@ -824,6 +851,7 @@ def subspace_energy(W, basis: Basis, bias=None, bias_basis: Optional[Basis] = No
         if bias is None and W.bias is not None and bias_basis is not None:
             bias = W.bias
         W = W.weight
+    _check_orientation(W, basis)
     w = _as_map(W, "W")
     if w.shape[0] != basis.size:
         raise ConfigError(f"W has {w.shape[0]} entries but the basis is of a rep of size {basis.size} ({basis.rep!r})")

@@ -22,9 +22,11 @@ Run directory (``TrainConfig.run_dir``)::
 Resuming from ``last.pt`` reproduces an uninterrupted run on CPU (same parameters bit for bit with a fixed seed):
 checkpoints are taken at epoch boundaries and restore every source of randomness the loop uses.
 
-Parallelism: the loop talks to a :class:`Strategy` for everything that would change under data parallelism
-(which samples a process draws, gradient all-reduce, reducing metrics, who writes files). Only
-:class:`SingleProcess` is implemented; a torch DDP strategy (world_size > 1) can be added without touching the loop.
+Parallelism: the loop talks to a :class:`~softsym.parallel.Strategy` for everything that changes under data
+parallelism (which rows of a global minibatch a process takes, gradient all-reduce, reducing statistics, who writes
+files). ``TrainConfig(world_size=N)`` spawns N local processes (gloo) that each take 1/N of every global batch of
+``batch_size`` rows; ``strategy=TorchDistributed()`` runs inside a process group you launched (torchrun). Both
+reach the single-process parameters up to floating-point summation order (see :mod:`softsym.parallel`).
 """
 from __future__ import annotations
 
@@ -44,17 +46,19 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError, ModelError
+from .errors import ConfigError, DataError, ModelError, SoftsymError
+from .parallel import SingleProcess, Strategy, TorchDistributed, threads_per_process
 from .soft.tuning import StrengthTuner, TunerContext, make_tuner
 
-__all__ = ["TrainConfig", "Trainer", "default_config", "FitResult", "Strategy", "SingleProcess", "CosineSchedule", "load_checkpoint",
+__all__ = ["TrainConfig", "Trainer", "default_config", "FitResult", "Strategy", "SingleProcess", "TorchDistributed",
+           "CosineSchedule", "load_checkpoint",
            "RUN_FILES"]
 
 CHECKPOINT_FORMAT = "softsym-checkpoint"
 CHECKPOINT_VERSION = 1
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json")
 #: Config fields that do not change the result (ignored when comparing a run directory's config).
-_VOLATILE = ("run_dir", "resume", "overwrite", "progress", "stop_after", "checkpoint_every")
+_VOLATILE = ("run_dir", "resume", "overwrite", "progress", "stop_after", "checkpoint_every", "world_size")
 
 
 @dataclass
@@ -76,7 +80,9 @@ class TrainConfig:
     progress : rich progress bar (None: only when stderr is a terminal).
     tuner : "per", "soft", "none", or None for the model's default; tuner_options: keyword options for it.
     equivariance_samples, equivariance_points : group elements and test inputs of the equivariance error.
-    world_size : processes (only 1 is implemented).
+    world_size : local processes that share every minibatch (data parallelism on this machine; each gets
+        1/world_size of the CPU threads). The global batch stays ``batch_size``; the result equals the
+        single-process one up to summation order, so a run may be resumed with another world_size.
     """
 
     lr: float = 3e-3
@@ -127,8 +133,14 @@ class TrainConfig:
         if self.stop_after is not None and (not isinstance(self.stop_after, int) or isinstance(self.stop_after, bool)
                                             or self.stop_after < 1):
             raise ConfigError(f"stop_after must be a positive integer, got {self.stop_after!r}")
-        if self.world_size != 1:
-            raise ConfigError("only single-process training (world_size=1) is implemented; see softsym.train.Strategy")
+        if not isinstance(self.world_size, int) or isinstance(self.world_size, bool) or self.world_size < 1:
+            raise ConfigError(f"world_size must be a positive integer (processes), got {self.world_size!r}")
+        if not isinstance(self.tuner_options, dict):
+            raise ConfigError(f"tuner_options must be a dict of tuner keyword options, e.g. {{'power': 2}}, got "
+                              f"{type(self.tuner_options).__name__} {self.tuner_options!r}")
+        if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
+            raise ConfigError(f"run_dir must be a path (str or pathlib.Path) or None, got {type(self.run_dir).__name__} "
+                              f"{self.run_dir!r}")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite exclude each other: resume continues a run, overwrite replaces it")
         if self.resume and not self.run_dir:
@@ -157,39 +169,6 @@ def default_config(task, model: str = "mlp", n_train: Optional[int] = None, **ov
                     schedule="constant")
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
-
-
-# ------------------------------------------------------------------ parallelism seam
-class Strategy:
-    """Everything the loop does differently under data parallelism. Subclass for DDP (rank / world_size):
-    ``shard`` picks this process's share of a global permutation, ``all_reduce_gradients`` averages gradients,
-    ``reduce_mean`` averages metrics, ``is_main`` decides who writes the run directory."""
-
-    world_size = 1
-    rank = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, indices: torch.Tensor) -> torch.Tensor:
-        return indices[self.rank::self.world_size]
-
-    def all_reduce_gradients(self, params) -> None:
-        raise NotImplementedError
-
-    def reduce_mean(self, value: float) -> float:
-        raise NotImplementedError
-
-
-class SingleProcess(Strategy):
-    """One process: no sharding, no communication."""
-
-    def all_reduce_gradients(self, params) -> None:
-        return None
-
-    def reduce_mean(self, value: float) -> float:
-        return value
 
 
 class CosineSchedule:
@@ -289,7 +268,7 @@ def _jsonable(obj):
 
 
 def _mse64(pred: torch.Tensor, y: torch.Tensor) -> float:
-    return float(((pred.detach().double() - y.double()) ** 2).mean())
+    return float(((pred.detach().double().cpu() - y.double().cpu()) ** 2).mean())
 
 
 class Trainer:
@@ -313,6 +292,9 @@ class Trainer:
         self.config = config or TrainConfig()
         self.config.validate()
         self.model, self.task = model, task
+        if strategy is not None and not isinstance(strategy, Strategy):
+            raise ConfigError(f"strategy must be a softsym.parallel.Strategy (SingleProcess, TorchDistributed), got "
+                              f"{type(strategy).__name__}")
         self.strategy = strategy or SingleProcess()
         if tuner is None:
             tuner = self.config.tuner if self.config.tuner is not None else getattr(model, "tuner_name", None)
@@ -320,7 +302,11 @@ class Trainer:
             if not isinstance(tuner, StrengthTuner) else tuner
         self.run_dir = Path(self.config.run_dir) if self.config.run_dir else None
         params = list(model.parameters())
+        if not any(p.requires_grad for p in params):
+            raise ConfigError(f"the model ({type(model).__name__}) has no trainable parameters, so there is nothing to "
+                              "train; evaluate it directly (softsym.check / softsym.metrics) instead")
         self.dtype = params[0].dtype if params else torch.float32
+        self.device = params[0].device if params else torch.device("cpu")  # data follow the model (GPU users)
         self.log: List[Dict] = []
 
     # ------------------------------------------------------------------ config / run directory
@@ -344,9 +330,26 @@ class Trainer:
         return isinstance(existing, dict) and _comparable(existing) == _comparable(self._run_config())
 
     def _prepare_run_dir(self) -> bool:
-        """Create/check the run directory; True when a checkpoint should be resumed."""
+        """Create/check the run directory (rank 0); True when a checkpoint should be resumed. Under data
+        parallelism rank 0's decision (or its error) is shared with every process."""
+        if self.strategy.world_size == 1:
+            return self._prepare_run_dir_main()
+        outcome = None
+        if self.strategy.is_main:
+            try:
+                outcome = ("ok", self._prepare_run_dir_main())
+            except SoftsymError as exc:
+                outcome = ("error", type(exc).__name__, str(exc))
+        outcome = self.strategy.broadcast_object(outcome)
+        if outcome[0] == "error":
+            from . import errors
+
+            raise getattr(errors, outcome[1], ConfigError)(outcome[2])
+        return bool(outcome[1])
+
+    def _prepare_run_dir_main(self) -> bool:
         d = self.run_dir
-        if d is None or not self.strategy.is_main:
+        if d is None:
             return False
         cfg = self._run_config()
         cfg_path = d / "config.json"
@@ -479,16 +482,19 @@ class Trainer:
                 if row.get("epoch", 0) <= ck["epoch"]:
                     kept.append(row)
             self.log = kept
-            _atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), log_path)
+            if self.strategy.is_main:
+                _atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), log_path)
         return {"epoch": int(ck["epoch"]), "step": int(ck["step"]), "best": best, "best_state": best_state,
                 "train_seconds": float(timing.get("train_seconds", 0.0))}
 
     # ------------------------------------------------------------------ evaluation
     def _predict(self, model, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        params = list(model.parameters())
+        dev = params[0].device if params else x.device
         outs = []
         with torch.no_grad():
             for i in range(0, len(x), batch):
-                outs.append(model(x[i:i + batch]))
+                outs.append(model(x[i:i + batch].to(dev)).cpu())
         return torch.cat(outs)
 
     def evaluate(self, model=None) -> Dict:
@@ -511,7 +517,8 @@ class Trainer:
             if isinstance(g, str) and g not in groups:
                 groups.append(g)
         n = min(self.config.equivariance_points, len(task.x_test))
-        x = task.x_test[:n].double()
+        params = list(m64.parameters())
+        x = task.x_test[:n].double().to(params[0].device if params else "cpu")
         res = {}
         from .metrics import equivariance_error
 
@@ -541,10 +548,15 @@ class Trainer:
         cfg, model, task = self.config, self.model, self.task
         strat = self.strategy
         self._check_data()
-        x_tr, y_tr = task.x_train.to(self.dtype), task.y_train.to(self.dtype)
-        x_val, y_val = task.x_val.to(self.dtype), task.y_val.to(self.dtype)
+        if cfg.world_size > 1 and strat.world_size == 1:
+            return self._fit_spawned()
+        dev = self.device
+        x_tr, y_tr = task.x_train.to(dev, self.dtype), task.y_train.to(dev, self.dtype)
+        x_val, y_val = task.x_val.to(dev, self.dtype), task.y_val.to(dev, self.dtype)
         n = len(x_tr)
-        steps_per_epoch = math.ceil(math.ceil(n / strat.world_size) / cfg.batch_size)
+        self._check_output_shape(x_tr[:2], y_tr[:2])
+        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        strat.broadcast_module(model)  # every process starts from rank 0's parameters (and strengths)
         self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
         self.schedule = CosineSchedule(cfg.lr, cfg.epochs, cfg.schedule, cfg.min_lr)
         self._samplers = {"train": torch.Generator().manual_seed(int(cfg.seed)),
@@ -581,7 +593,7 @@ class Trainer:
         end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
         last_ck_time, last_ck_epoch = time.perf_counter(), start_epoch
         best_dirty = False
-        progress = _Progress(cfg.progress, total=cfg.epochs, done=start_epoch,
+        progress = _Progress(cfg.progress if strat.is_main else False, total=cfg.epochs, done=start_epoch,
                              label=f"{getattr(model, 'model_name', type(model).__name__)} on {task.name}")
         interrupt = _GracefulInterrupt(enabled=self.run_dir is not None and strat.is_main)
         try:
@@ -593,17 +605,24 @@ class Trainer:
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                     model.train()
-                    perm = strat.shard(torch.randperm(n, generator=self._samplers["train"]))
+                    perm = torch.randperm(n, generator=self._samplers["train"])
                     tot_loss, tot_reg, tot_n = 0.0, 0.0, 0
-                    for i in range(0, len(perm), cfg.batch_size):
+                    for i in range(0, n, cfg.batch_size):
                         t0 = time.perf_counter()
-                        idx = perm[i:i + cfg.batch_size]
+                        batch = perm[i:i + cfg.batch_size]
+                        idx = strat.shard(batch)  # this process's rows of the global minibatch
                         xb, yb = x_tr[idx], y_tr[idx]
-                        data_loss = self._loss_fn(model(xb), yb)
+                        if len(idx):
+                            data_loss = self._loss_fn(model(xb), yb)
+                        else:  # more processes than rows in this (last) batch
+                            data_loss = torch.zeros((), dtype=self.dtype, device=dev)
                         reg = model.regularization() if hasattr(model, "regularization") else data_loss.new_zeros(())
-                        loss = data_loss + reg
+                        # each process's mean loss, weighted by its share: the averaged gradient is the global mean's
+                        share = len(idx) * strat.world_size / len(batch)
+                        loss = (data_loss * share if share != 1.0 else data_loss) + reg
                         self.optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
+                        if loss.requires_grad:
+                            loss.backward()
                         strat.all_reduce_gradients(model.parameters())
                         if cfg.weight_decay:  # gradient of 0.5 wd ||theta||^2, added directly (no graph nodes)
                             with torch.no_grad():
@@ -622,6 +641,11 @@ class Trainer:
                         self._step_seconds += time.perf_counter() - t0
                         self._steps_timed += 1
                         f_loss, f_reg = float(data_loss.detach()), float(reg.detach())
+                        if strat.world_size > 1:  # the global batch's loss, so that every process agrees
+                            stats = strat.all_reduce_sum(torch.tensor([f_loss * len(idx), f_reg, float(len(idx))],
+                                                                      dtype=torch.float64))
+                            f_loss, f_reg = float(stats[0]) / float(stats[2]), float(stats[1]) / strat.world_size
+                            idx = batch
                         if not (math.isfinite(f_loss) and math.isfinite(f_reg)):
                             self._diverged("training loss" if not math.isfinite(f_loss) else "regularisation",
                                            f_loss if not math.isfinite(f_loss) else f_reg, epoch, step, lr)
@@ -637,8 +661,7 @@ class Trainer:
                     if restart_epoch is not None and epoch + 1 == restart_epoch:
                         self._restart(model, step, sym)
                     row = {"epoch": epoch + 1, "step": step, "lr": lr,
-                           "train_loss": strat.reduce_mean(tot_loss / max(tot_n, 1)),
-                           "train_reg": strat.reduce_mean(tot_reg / max(tot_n, 1))}
+                           "train_loss": tot_loss / max(tot_n, 1), "train_reg": tot_reg / max(tot_n, 1)}
                     if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                         model.eval()
                         val = _mse64(self._predict(model, x_val), task.y_val)
@@ -666,10 +689,13 @@ class Trainer:
                         self._checkpoint(epoch + 1, step, best, best_state, best_dirty, train_seconds)
                         best_dirty, last_ck_time, last_ck_epoch = False, time.perf_counter(), epoch + 1
                     progress.advance(row)
+                    if strat.world_size > 1:  # rank 0 took the Ctrl-C: every process stops after this epoch
+                        interrupt.requested = bool(strat.broadcast_object(interrupt.requested))
                     if interrupt.requested:
                         msg = (f"interrupted after epoch {epoch + 1}; checkpoint saved in {self.run_dir} (resume "
                                "with --resume / resume=True)")
-                        sys.stderr.write(msg + "\n")
+                        if strat.is_main:
+                            sys.stderr.write(msg + "\n")
                         raise KeyboardInterrupt(msg)
         except KeyboardInterrupt:
             # the last epoch-boundary checkpoint stays valid: resume with resume=True / --resume
@@ -683,6 +709,41 @@ class Trainer:
                              run_dir=str(self.run_dir) if self.run_dir else None, finished=False)
         return self._finish(best, best_state, step, train_seconds, sym)
 
+    def _check_output_shape(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """ModelError before the first step when the model's outputs do not have the targets' shape (the squared
+        error would broadcast (B, 1) against (B, 9) silently, or fail with a bare torch error)."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                y = model(xb)
+        except SoftsymError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (any failure of user code)
+            raise ModelError(f"calling the model on a batch of shape {tuple(xb.shape)} ({xb.dtype}) failed with "
+                             f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            model.train(was_training)
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(yb.shape):
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ModelError(f"the model returned {got} for a batch of {len(xb)} inputs, but the targets of task "
+                             f"{self.task.name!r} have shape {tuple(yb.shape)} (rep_out {self.task.rep_out!r}); the "
+                             "model's output must match the targets")
+
+    def _fit_spawned(self) -> FitResult:
+        """``fit()`` in ``config.world_size`` local processes; this trainer's model gets rank 0's parameters."""
+        from .parallel import spawn_fit
+
+        out = spawn_fit(self)
+        self.model.load_state_dict(out["state"])
+        sym = getattr(self.model, "symmetry", None)
+        if sym is not None and hasattr(sym, "history"):
+            sym.history = list(out["history"])
+        self.log = list(out["log"])
+        return FitResult(metrics=out["metrics"], model=self.model, log=self.log, history=list(out["history"]),
+                         run_dir=out["run_dir"], finished=out["finished"])
+
     def _diverged(self, what: str, value: float, epoch: int, step: int, lr: float) -> None:
         where = f" (with another --run-dir, or --overwrite to replace {self.run_dir})" if self.run_dir is not None else ""
         raise ModelError(f"training diverged: the {what} is {value} in epoch {epoch + 1} (optimizer step {step}, "
@@ -694,6 +755,9 @@ class Trainer:
         history = list(sym.history) if sym is not None else []
         if cfg.select == "val" and best_state is not None:
             model.load_state_dict(best_state)
+        if not self.strategy.is_main:  # rank 0 evaluates and reports; the others hold the same model
+            return FitResult(metrics={"finished": True, "rank": self.strategy.rank}, model=model, log=self.log,
+                             history=history, run_dir=str(self.run_dir) if self.run_dir else None, finished=True)
         ev = self.evaluate(model)
         tuner_overhead = self.tuner.overhead_seconds if self.tuner is not None else 0.0
         step_time = self._step_seconds / max(self._steps_timed, 1)

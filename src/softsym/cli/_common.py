@@ -25,6 +25,38 @@ def run_app(app, argv=None) -> None:
         app(args=argv, standalone_mode=True)
     except SoftsymError as exc:
         fail(str(exc))
+    except MemoryError as exc:
+        fail(f"out of memory ({str(exc).splitlines()[0] if str(exc) else 'MemoryError'}); use fewer samples "
+             "(--n-train, --n-samples), fewer channels (--ch) or a smaller batch")
+    except RuntimeError as exc:
+        text = str(exc)
+        if "allocate memory" not in text and "DefaultCPUAllocator" not in text and "out of memory" not in text:
+            raise
+        fail(f"out of memory ({text.splitlines()[0][:200]}); use fewer samples (--n-train, --n-samples), fewer "
+             "channels (--ch) or a smaller batch")
     except KeyboardInterrupt as exc:
         err_console.print(f"[yellow]interrupted[/]{': ' + str(exc) if str(exc) else ''}", highlight=False)
         raise SystemExit(130)
+
+
+def finite_json(obj):
+    """obj with every non-finite float replaced by its string ("inf", "-inf", "nan") and numpy scalars by Python
+    numbers, so that the JSON written is strict (jq, JavaScript and json.loads(parse_constant=...) accept it)."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "shape", None) == ():  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def dumps_strict(obj, **kwargs) -> str:
+    """json.dumps of :func:`finite_json` (obj), refusing NaN / Infinity tokens."""
+    import json
+
+    return json.dumps(finite_json(obj), allow_nan=False, default=str, **kwargs)

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import console, fail
+from ._common import console, fail, finite_json
 
 DEMO_CASES = [
     ("SO(3)", "V**2", "V**2"),
@@ -21,17 +21,6 @@ DEMO_CASES = [
     ("O(3)", "V**4", "V**4"),
     ("S(6)", "100V0+100V+20V**2", "100V0+100V+20V**2"),
 ]
-
-
-def _finite_json(obj):
-    """obj with every non-finite float replaced by its string ("inf", "-inf", "nan"), so json.dumps stays strict."""
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def _solve_table(cases, cache: bool, title: str):
@@ -94,7 +83,7 @@ def register(app: typer.Typer) -> None:
         dt = time.perf_counter() - t0
         if json_out:
             # strict JSON: a non-finite number (gap = inf for a clear-cut block) is written as the string "inf"
-            payload = _finite_json({"dim": basis.dim, "size": basis.size, "seconds": dt,
+            payload = finite_json({"dim": basis.dim, "size": basis.size, "seconds": dt,
                                     "blocks": basis.blocks, "spectrum": basis.spectrum})
             console.print_json(json.dumps(payload, default=str, allow_nan=False))
             return

@@ -1,13 +1,12 @@
 """`softsym check`: equivariance and Lie-derivative errors of any model, per group and per generator."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from ._common import console, fail
+from ._common import console, dumps_strict, fail
 
 _STYLE = {"exact": "bold green", "approximate": "bold yellow", "not equivariant": "bold red"}
 
@@ -103,7 +102,7 @@ def register(app: typer.Typer) -> None:
         if json_path is not None:
             try:
                 json_path.parent.mkdir(parents=True, exist_ok=True)
-                json_path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+                json_path.write_text(dumps_strict(report.to_dict(), indent=2))
             except OSError as exc:
                 fail(f"cannot write the report to {str(json_path)!r}: {exc}")
             console.print(f"report written to {json_path}")

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 
 import typer
 
-from ._common import console
+from ._common import console, dumps_strict
 
 _TASK_HELP = ("Task: o5synthetic, inertia, particle-interaction, mixed-inertia:{o3,o2x,o2y,o2z,none}.")
 _MODEL_HELP = "Model: mlp, emlp, emlp:<group> (e.g. emlp:O(2)@z), rpp, per, soft."
@@ -70,7 +70,7 @@ class TaskSource:
 def _run_one(source: "TaskSource", model_name: str, *, seed: int, n_train: Optional[int], n_val, n_test, epochs, ch,
              num_layers, lr, batch_size, weight_decay, tuner, run_dir, resume, overwrite, progress, eq_samples=16,
              tuner_options=None, replace_different=False, schedule=None, candidates=None, skeletons=None,
-             strict_skeletons=True):
+             strict_skeletons=True, nproc=1):
     from ..models import build_model
     from ..train import Trainer, default_config
 
@@ -79,7 +79,8 @@ def _run_one(source: "TaskSource", model_name: str, *, seed: int, n_train: Optio
                         **_candidate_opts(candidates, model_name, skeletons, strict_skeletons))
     cfg = default_config(task, model_name, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                          schedule=schedule, seed=seed, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
-                         tuner=tuner, equivariance_samples=eq_samples, tuner_options=tuner_options or {})
+                         tuner=tuner, equivariance_samples=eq_samples, tuner_options=tuner_options or {},
+                         world_size=nproc)
     trainer = Trainer(model, task, cfg)
     if replace_different and run_dir and not trainer.same_run_in_dir():
         cfg.resume, cfg.overwrite = False, True
@@ -154,6 +155,35 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
+def _split_top_level(text: str) -> List[str]:
+    """Split on commas outside brackets: "mlp,emlp:SO+(1,3),emlp:O(3)@[1,2,3]:4" has three models."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth = max(0, depth - 1)
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def _group_key(spec: str) -> str:
+    """Canonical identity of a group spec (its generators' hash), or the spec itself when it does not parse (the
+    model check that follows reports that)."""
+    from ..errors import SoftsymError
+    from ..groups.parse import parse_group
+
+    try:
+        return parse_group(spec).key
+    except SoftsymError:
+        return spec
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def fit(
@@ -188,6 +218,8 @@ def register(app: typer.Typer) -> None:
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: "
                                                                                        "on a terminal)."),
         json_out: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+        nproc: int = typer.Option(1, "--nproc", help="Local processes sharing every minibatch (data parallelism, "
+                                                     "gloo); the result equals --nproc 1 up to round-off."),
     ):
         """Train one model on a synthetic task or your data and print its final metrics (float64 test MSE,
         equivariance)."""
@@ -196,10 +228,11 @@ def register(app: typer.Typer) -> None:
         result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
                           num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                           schedule=schedule, tuner=tuner, run_dir=str(run_dir) if run_dir else None, resume=resume,
-                          overwrite=overwrite, progress=progress, candidates=cand_list, skeletons=skeletons)
+                          overwrite=overwrite, progress=progress, candidates=cand_list, skeletons=skeletons,
+                          nproc=nproc)
         m = {k: v for k, v in result.metrics.items() if k != "history"}
         if json_out:
-            console.print_json(json.dumps(m))
+            console.print_json(dumps_strict(m))
         else:
             _print_fit(m)
             if result.run_dir:
@@ -249,7 +282,7 @@ def register(app: typer.Typer) -> None:
 
         cand_list = _parse_candidates(candidates)
         source = TaskSource(task, data, group, rep_in, rep_out, cand_list)
-        names = [m.strip() for m in models.split(",") if m.strip()]
+        names = [m.strip() for m in _split_top_level(models) if m.strip()]
         if not names:
             raise ConfigError("--models is empty; give e.g. --models mlp,emlp,soft")
         if seeds < 1:
@@ -261,9 +294,9 @@ def register(app: typer.Typer) -> None:
         labels: Dict[str, str] = {}
         for n in names:
             kind, group = parse_model_name(n)
-            label = f"emlp:{group}" if group is not None else kind
+            label = f"emlp:{_group_key(group)}" if group is not None else kind  # "O(3)" and "o(3)": one model
             if label in labels:
-                raise ConfigError(f"--models lists {label!r} twice ({labels[label]!r} and {n!r}); its runs would be "
+                raise ConfigError(f"--models lists the same model twice ({labels[label]!r} and {n!r}); its runs would be "
                                   "counted twice in the summary, so give every model once")
             labels[label] = n
             if group is not None:
@@ -349,7 +382,7 @@ def register(app: typer.Typer) -> None:
         payload = {"task": task, "models": names, "seeds": seeds, "n_train": n_train, "summary": summary,
                    "soft_beats": verdicts, "runs": [{k: v for k, v in r.items()} for r in runs],
                    "seconds": time.perf_counter() - t0}
-        json_path.write_text(json.dumps(payload, indent=1, default=str))
+        json_path.write_text(dumps_strict(payload, indent=1))
         png = plot_comparison(summary, runs, png_path, title=f"{task}: test MSE")
         console.print(f"wrote {json_path} and {png}", highlight=False)
 
@@ -457,10 +490,10 @@ def register(app: typer.Typer) -> None:
                     failed[spec] = str(exc)
             add_exact_comparison(rep, exact_model_comparison(result.model, exact_models, probe_task))
             rep["exact_failed"] = failed
-        json_path.write_text(json.dumps(rep, indent=1, default=str))
+        json_path.write_text(dumps_strict(rep, indent=1))
         png = plot_symmetry_report(rep, png_path)
         if json_out:
-            console.print_json(json.dumps(rep, default=str))
+            console.print_json(dumps_strict(rep))
             return
         table = Table(title=f"{source.label}: symmetry tests on the {rep['split']} split (n={rep['n_samples']}, probe "
                             f"{rep['model']}, test MSE {rep['base_mse']:.4g})")

@@ -205,7 +205,21 @@ class Group:
         lie_ok = all(np.abs(a + a.conj().T).max() <= 1e-10 * max(1.0, np.abs(a).max()) for a in self._lie)
         eye = np.eye(self.d)
         disc_ok = all(np.abs(h.conj().T @ h - eye).max() <= 1e-10 for h in self._disc)
-        return bool(lie_ok and disc_ok)
+        if lie_ok and disc_ok:
+            return True
+        if len(self._lie) or not self._finite_order_generators():
+            return False
+        # a finite group in a skewed basis (S^-1 P S): not unitary, still compact; enumerable ones are found here
+        return self._elements is not None
+
+    def _finite_order_generators(self) -> bool:
+        """Every discrete generator has all eigenvalues on the unit circle (cheap necessary test of finiteness)."""
+        for h in self._disc:
+            if h.shape[-1] > 512:
+                return False
+            if np.abs(np.abs(np.linalg.eigvals(h)) - 1.0).max() > 1e-6:
+                return False
+        return True
 
     @cached_property
     def is_signed_permutation(self) -> bool:

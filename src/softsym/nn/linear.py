@@ -251,8 +251,14 @@ class EquivariantLinear(nn.Module):
         key = (self.weight_coef._version, self.weight_coef.data_ptr(), self.weight_coef.dtype,
                self.weight_coef.device,
                None if self.bias_coef is None else (self.bias_coef._version, self.bias_coef.data_ptr()))
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self.weight, self.bias)
+        # the coefficients' values are compared too: an edit through ``p.data`` (EMA, clipping code) changes neither
+        # the version counter nor the pointer (the coefficients are small next to the expanded weights)
+        wc = self.weight_coef.detach()
+        bc = None if self.bias_coef is None else self.bias_coef.detach()
+        c = self._cache
+        if (c is None or c[0] != key or not torch.equal(c[3], wc)
+                or (bc is not None and not torch.equal(c[4], bc))):
+            self._cache = (key, self.weight, self.bias, wc.clone(), None if bc is None else bc.clone())
         return self._cache[1], self._cache[2]
 
     def train(self, mode: bool = True):

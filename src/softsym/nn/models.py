@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, RepError
+from ..errors import ConfigError, RepError, SoftsymError
 from ..groups.parse import parse_group
 from ..reps.base import Rep
 from ..soft.symmetry import SoftSymmetry
@@ -389,15 +389,26 @@ class SoftEMLP(_ModelMixin, nn.Module):
     def project_(self, j) -> "SoftEMLP":
         """Project every linear layer in place onto candidate ``j``'s equivariant subspace (index or name)."""
         if isinstance(j, str):
-            if j not in self.symmetry.names:
-                raise ConfigError(f"unknown candidate {j!r}; candidates: {self.symmetry.names}")
-            j = self.symmetry.names.index(j)
+            j = self._candidate_index(j)
         if not isinstance(j, (int, np.integer)) or isinstance(j, bool):  # int(0.5) would silently pick candidate 0
             raise ConfigError(f"candidate must be an integer index or a name {self.symmetry.names}, got {j!r}")
         if not (0 <= int(j) < len(self.groups)):
             raise ConfigError(f"candidate index {j} out of range 0..{len(self.groups) - 1}")
         self._write_flat(self.projection.project(self.flat_parameters().detach(), int(j)))
         return self
+
+    def _candidate_index(self, name: str) -> int:
+        """Index of a candidate given by its name or any spelling of the same group ("o(3)", "O(3)@[1,2,3]:4")."""
+        if name in self.symmetry.names:
+            return self.symmetry.names.index(name)
+        try:
+            key = parse_group(name).key
+        except SoftsymError:
+            key = None
+        for i, g in enumerate(self.groups):
+            if key is not None and g.key == key:
+                return i
+        raise ConfigError(f"unknown candidate {name!r}; candidates: {self.symmetry.names}")
 
     def candidate_reps(self, j: int):
         """(rep_in, rep_out) bound to candidate j, e.g. to measure equivariance errors."""

@@ -158,7 +158,11 @@ class _Parser:
             out = self.sum()
             self.take(")")
         else:
-            raise _err(self.text, f"unexpected {tok!r} where a rep (V, V0, T(p,q), Hom(a,b), (...)) was expected")
+            hint = ""
+            if tok == "@" and self.i >= 2 and self.toks[self.i - 2] == "*":  # the token before '@' was a '*'
+                hint = ("; a dual star directly before '@' is refused as ambiguous (V*@V: dual or product?): write "
+                        "(V*)@V or V*⊗V")
+            raise _err(self.text, f"unexpected {tok!r} where a rep (V, V0, T(p,q), Hom(a,b), (...)) was expected{hint}")
         while self._dual_follows():
             if self.peek(1) == "*":
                 raise _err(self.text, "'**' after a dual star is ambiguous; write (V*)**2 or (V*)*V")

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import ConfigError, ModelError, SoftsymError
 from ..metrics import _check_output, check_seed, model_dtype_device
-from .sampled import NORM_EPS, bind_reps, check_inputs
+from .sampled import NORM_EPS, bind_reps, check_inputs, check_residuals
 from .symmetry import SoftSymmetry
 
 __all__ = ["LiePenalty"]
@@ -96,7 +96,7 @@ class LiePenalty:
             lie = dy - rout.drho(gb).apply(y)
             norm = y[:b].detach().pow(2).sum(1).mean().clamp_min(NORM_EPS)
             res.append(lie.pow(2).sum(1).mean() / norm)
-        return torch.stack(res).to(out_dtype)
+        return check_residuals(torch.stack(res), "LiePenalty").to(out_dtype)
 
     def _derivative(self, model: Callable, x: torch.Tensor, t: torch.Tensor):
         """(model(x), J t), differentiable w.r.t. the parameters."""

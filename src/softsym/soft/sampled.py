@@ -17,7 +17,7 @@ from ..reps.algebra import parse_rep
 from ..reps.base import Rep
 from .symmetry import SoftSymmetry
 
-__all__ = ["SampledPenalty", "bind_reps", "check_inputs"]
+__all__ = ["SampledPenalty", "bind_reps", "check_inputs", "check_residuals"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,16 @@ def check_inputs(x, n_in: int, who: str) -> None:
     if x.shape[0] == 0:
         raise DataError(f"{who}: the batch is empty; a penalty needs at least one input")
     require_real_finite(x, who)
+
+
+def check_residuals(res: torch.Tensor, who: str) -> torch.Tensor:
+    """ModelError for NaN / inf residuals (the model returned NaN or inf on some transformed inputs), so that a
+    broken model is not silently trained on a NaN loss; meta tensors pass (shapes only)."""
+    if res.device.type != "meta" and not bool(torch.isfinite(res.detach()).all()):
+        raise ModelError(f"{who}: the residuals are {res.detach().cpu().tolist()}: the model returned NaN or inf on "
+                         "the inputs or their transformed copies; check its forward pass, or lower the learning rate "
+                         "if it happens during training")
+    return res
 
 
 def _model_call_raw(model: Callable, x: torch.Tensor):
@@ -173,7 +183,7 @@ class SampledPenalty:
             a = _model_call(model, rin.rho(g).apply(xs).to(mdtype), self.n_out, rout)
             target = rout.rho(g).apply(fs.detach() if self.detach_target else fs)
             res.append((a - target).pow(2).sum(1).mean() / norm)
-        return torch.stack(res).to(out_dtype)
+        return check_residuals(torch.stack(res), "SampledPenalty").to(out_dtype)
 
     def __call__(self, model: Callable, x: torch.Tensor, fx: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``symmetry.penalty(residuals(model, x))``: the scalar to add to the loss."""

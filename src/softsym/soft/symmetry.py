@@ -73,6 +73,15 @@ class SoftSymmetry(nn.Module):
             raise ConfigError(f"expected {len(self.groups)} residuals (one per candidate), got {tuple(residuals.shape)}")
         return (self.strengths.to(residuals.dtype) * residuals).sum(-1)
 
+    def _apply(self, fn, *args, **kwargs):
+        """Move the strengths with the module (``.to(device)``) but keep them float64: ``model.half()`` would turn a
+        strength of 1e5 into inf and 1e-8 into 0."""
+        keep = self.strengths
+        super()._apply(fn, *args, **kwargs)
+        if self.strengths.dtype != torch.float64:
+            self.strengths = keep.to(device=self.strengths.device, dtype=torch.float64)
+        return self
+
     def set_strengths(self, values) -> None:
         v = _as_strengths(values).to(self.strengths.device)
         if v.shape != self.strengths.shape or torch.any(v < 0) or not torch.all(torch.isfinite(v)):

@@ -181,8 +181,18 @@ class PERTuner(StrengthTuner):
     def __init__(self, lambda_init: float = 100.0, power: float = 2.0, adjust_at: Optional[int] = None,
                  window: Optional[int] = None, warmup: Optional[int] = None, record_every: Optional[int] = None):
         super().__init__()
-        if lambda_init < 0 or not math.isfinite(lambda_init):
-            raise ConfigError(f"lambda_init must be finite and >= 0, got {lambda_init}")
+        def number(v) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not number(lambda_init) or lambda_init < 0:
+            raise ConfigError(f"lambda_init must be finite and >= 0, got {lambda_init!r}")
+        if not number(power) or power < 0:
+            raise ConfigError(f"power must be a finite number >= 0 (PER: 2), got {power!r}")
+        for name, v in (("adjust_at", adjust_at), ("window", window), ("record_every", record_every)):
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer (epochs) or None, got {v!r}")
+        if warmup is not None and (not isinstance(warmup, (int, np.integer)) or isinstance(warmup, bool) or warmup < 0):
+            raise ConfigError(f"warmup must be a non-negative integer or None, got {warmup!r}")
         self.lambda_init, self.power = float(lambda_init), float(power)
         self._adjust_at, self._window, self._warmup, self._record_every = adjust_at, window, warmup, record_every
         self.tracked: Optional[List[float]] = None
@@ -217,6 +227,12 @@ class PERTuner(StrengthTuner):
         return min(2 * self.adjust_at, max(0, self.epochs - 1))
 
     def _attach(self) -> None:
+        if self.adjust_at >= self.epochs:
+            import warnings
+
+            warnings.warn(f"PERTuner: adjust_at={self.adjust_at} is not before the last epoch ({self.epochs}), so PER's "
+                          "one strength adjustment never happens and every strength stays at lambda_init; use "
+                          "adjust_at < epochs (default: a quarter of training)", UserWarning, stacklevel=3)
         full = _full_index(self.model, self.symmetry)
         lam = [self.lambda_init] * len(self.symmetry)
         if full is not None and len(lam) > 1:

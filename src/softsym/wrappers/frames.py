@@ -426,9 +426,13 @@ class _FrameBase(nn.Module):
         else:  # the common case: no degenerate cloud, no copy
             canon = canon_reg
         y = self._call_model(canon.to(mdtype), b)
-        if not isinstance(y, torch.Tensor) or y.ndim == 0 or y.shape[0] != r * k + len(irr_owner):
-            raise ModelError(f"{type(self).__name__}: the model must return a tensor (batch, ...), got "
-                              f"{getattr(y, 'shape', type(y).__name__)} for a batch of {r * k + len(irr_owner)}")
+        if not isinstance(y, torch.Tensor):
+            raise ModelError(f"{type(self).__name__}: the model must return a tensor (torch.Tensor, batch x ...), got "
+                             f"{type(y).__name__}" + (f" of shape {tuple(y.shape)}" if hasattr(y, "shape") else "")
+                             + " (convert numpy outputs with torch.as_tensor inside the model)")
+        if y.ndim == 0 or y.shape[0] != r * k + len(irr_owner):
+            raise ModelError(f"{type(self).__name__}: the model must return a tensor (batch, ...), got shape "
+                             f"{tuple(y.shape)} for a batch of {r * k + len(irr_owner)}")
         out_dtype = y.dtype if y.is_floating_point() else torch.float64
         y = y.to(torch.float64)
         shape = tuple(y.shape[1:])
