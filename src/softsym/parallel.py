@@ -210,6 +210,7 @@ def _worker(rank: int, world_size: int, store_path: str, payload: dict, queue) -
             torch.save(result.model.state_dict(), buf)
             queue.put(("ok", {"state": buf.getvalue(), "metrics": result.metrics, "log": result.log,
                               "history": result.history, "run_dir": result.run_dir, "finished": result.finished}))
+        dist.barrier()  # leave together: a process tearing gloo down while a peer still uses it can abort
     except KeyboardInterrupt as exc:
         if rank == 0:
             queue.put(("interrupted", str(exc)))
@@ -284,13 +285,19 @@ def spawn_fit(trainer) -> dict:
     for m in messages:
         if m[0] == "error":
             raise getattr(errors, m[1], errors.SoftsymError)(m[2])
+    ok = [m[1] for m in messages if m[0] == "ok"]
+    if failure is not None and ok:  # rank 0 finished and reported; a crash while shutting down loses nothing
+        import logging
+
+        logging.getLogger(__name__).warning("a training process failed after the run finished (%s); using rank 0's "
+                                            "result", str(failure).strip().splitlines()[-1] if str(failure) else failure)
+        failure = None
     if failure is not None:
         raise errors.ModelError(f"a training process failed ({type(failure).__name__}): "
                                 f"{str(failure).strip().splitlines()[-1] if str(failure).strip() else failure}")
     for m in messages:
         if m[0] == "interrupted":
             raise KeyboardInterrupt(m[1])
-    ok = [m[1] for m in messages if m[0] == "ok"]
     if not ok:
         raise errors.ModelError("the training processes ended without a result (killed?); resume the run with "
                                 "--resume if it has a run directory")
