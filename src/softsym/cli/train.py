@@ -270,6 +270,8 @@ def register(app: typer.Typer) -> None:
                                                                   "that softsym compare did not write (default: "
                                                                   "refuse)."),
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+        nproc: int = typer.Option(1, "--nproc", help="Local processes sharing every minibatch of each run (data "
+                                                     "parallelism, gloo; same results up to round-off)."),
     ):
         """Train several models over seeds; print mean ± std test MSE, equivariance errors, strengths, sizes and
         timings; write JSON and a PNG plot."""
@@ -335,7 +337,8 @@ def register(app: typer.Typer) -> None:
                                   weight_decay=weight_decay, schedule=schedule, tuner=None,
                                   run_dir=str(run_dir), resume=True,
                                   overwrite=False, progress=progress, replace_different=overwrite,
-                                  candidates=cand_list, skeletons=skeletons, strict_skeletons=False)
+                                  candidates=cand_list, skeletons=skeletons, strict_skeletons=False,
+                                  nproc=nproc)
                 m = result.metrics
                 runs.append(m)
                 console.print(f"  {name:<14} seed {seed}: test MSE {m['test_mse']:.4e}  "
