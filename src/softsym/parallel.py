@@ -19,6 +19,7 @@ from typing import Iterable, List, Optional
 
 import torch
 
+from . import errors
 from .errors import ConfigError
 
 __all__ = ["Strategy", "SingleProcess", "TorchDistributed", "threads_per_process"]
@@ -59,6 +60,28 @@ class Strategy:
     def barrier(self) -> None:
         raise NotImplementedError
 
+    def run_on_main(self, fn):
+        """``fn()`` on rank 0 only; every process returns its result, or raises its SoftsymError (why: run-directory
+        checks must happen once, and a refusal must stop every process, not leave them waiting in a collective)."""
+        outcome = None
+        if self.is_main:
+            try:
+                outcome = ("ok", fn())
+            except errors.SoftsymError as exc:
+                outcome = ("error", type(exc).__name__, str(exc))
+        outcome = self.broadcast_object(outcome)
+        if outcome[0] == "error":
+            raise remote_error(outcome[1], outcome[2])
+        return outcome[1]
+
+
+def remote_error(name: str, message: str) -> errors.SoftsymError:
+    """The SoftsymError subclass ``name`` (as raised in another process) with its message."""
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.SoftsymError)):
+        cls = errors.SoftsymError
+    return cls(message)
+
 
 class SingleProcess(Strategy):
     """One process: no sharding, no communication."""
@@ -83,6 +106,9 @@ class SingleProcess(Strategy):
 
     def barrier(self) -> None:
         return None
+
+    def run_on_main(self, fn):
+        return fn()
 
 
 class TorchDistributed(Strategy):
@@ -115,7 +141,7 @@ class TorchDistributed(Strategy):
         buckets = {}
         for p in params:
             buckets.setdefault((p.dtype, p.device), []).append(p)
-        for (_, _), ps in buckets.items():
+        for ps in buckets.values():
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ps]
             flat = self._comm(torch.cat([g.reshape(-1) for g in grads]))
             self._dist.all_reduce(flat, group=self.group)
@@ -161,8 +187,7 @@ def threads_per_process(world_size: int, total: Optional[int] = None) -> int:
 
     if total is None:
         total = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    cores = total
-    return max(1, math.floor(cores / max(1, world_size)))
+    return max(1, math.floor(total / max(1, world_size)))
 
 
 # ====================================================================== local spawning (TrainConfig(world_size=N))
@@ -191,8 +216,6 @@ def _worker(rank: int, world_size: int, store_path: str, payload: dict, queue) -
 
     import torch.distributed as dist
 
-    from .errors import SoftsymError
-
     if rank != 0:  # Ctrl-C reaches the whole process group: rank 0 handles it and tells the others at epoch end
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the payload travels as bytes: tensors handed to a spawned process would otherwise be *shared* memory, and
@@ -214,7 +237,7 @@ def _worker(rank: int, world_size: int, store_path: str, payload: dict, queue) -
     except KeyboardInterrupt as exc:
         if rank == 0:
             queue.put(("interrupted", str(exc)))
-    except SoftsymError as exc:
+    except errors.SoftsymError as exc:
         queue.put(("error", type(exc).__name__, str(exc)))
         raise
     finally:
@@ -235,8 +258,6 @@ def spawn_fit(trainer) -> dict:
 
     import torch.distributed as dist
     import torch.multiprocessing as mp
-
-    from . import errors
 
     world = int(trainer.config.world_size)
     if not dist.is_available():
@@ -284,7 +305,7 @@ def spawn_fit(trainer) -> dict:
             messages.append(queue.get())
     for m in messages:
         if m[0] == "error":
-            raise getattr(errors, m[1], errors.SoftsymError)(m[2])
+            raise remote_error(m[1], m[2])
     ok = [m[1] for m in messages if m[0] == "ok"]
     if failure is not None and ok:  # rank 0 finished and reported; a crash while shutting down loses nothing
         import logging

@@ -47,7 +47,8 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, ModelError, SoftsymError
-from .parallel import SingleProcess, Strategy, TorchDistributed, threads_per_process
+from .metrics import model_dtype_device
+from .parallel import SingleProcess, Strategy, TorchDistributed
 from .soft.tuning import StrengthTuner, TunerContext, make_tuner
 
 __all__ = ["TrainConfig", "Trainer", "default_config", "FitResult", "Strategy", "SingleProcess", "TorchDistributed",
@@ -332,20 +333,7 @@ class Trainer:
     def _prepare_run_dir(self) -> bool:
         """Create/check the run directory (rank 0); True when a checkpoint should be resumed. Under data
         parallelism rank 0's decision (or its error) is shared with every process."""
-        if self.strategy.world_size == 1:
-            return self._prepare_run_dir_main()
-        outcome = None
-        if self.strategy.is_main:
-            try:
-                outcome = ("ok", self._prepare_run_dir_main())
-            except SoftsymError as exc:
-                outcome = ("error", type(exc).__name__, str(exc))
-        outcome = self.strategy.broadcast_object(outcome)
-        if outcome[0] == "error":
-            from . import errors
-
-            raise getattr(errors, outcome[1], ConfigError)(outcome[2])
-        return bool(outcome[1])
+        return bool(self.strategy.run_on_main(self._prepare_run_dir_main))
 
     def _prepare_run_dir_main(self) -> bool:
         d = self.run_dir
@@ -489,8 +477,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def _predict(self, model, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-        params = list(model.parameters())
-        dev = params[0].device if params else x.device
+        dev = model_dtype_device(model, x)[1]
         outs = []
         with torch.no_grad():
             for i in range(0, len(x), batch):
@@ -517,8 +504,7 @@ class Trainer:
             if isinstance(g, str) and g not in groups:
                 groups.append(g)
         n = min(self.config.equivariance_points, len(task.x_test))
-        params = list(m64.parameters())
-        x = task.x_test[:n].double().to(params[0].device if params else "cpu")
+        x = task.x_test[:n].double().to(model_dtype_device(m64)[1])
         res = {}
         from .metrics import equivariance_error
 
@@ -642,16 +628,14 @@ class Trainer:
                         self._steps_timed += 1
                         f_loss, f_reg = float(data_loss.detach()), float(reg.detach())
                         if strat.world_size > 1:  # the global batch's loss, so that every process agrees
-                            stats = strat.all_reduce_sum(torch.tensor([f_loss * len(idx), f_reg, float(len(idx))],
-                                                                      dtype=torch.float64))
-                            f_loss, f_reg = float(stats[0]) / float(stats[2]), float(stats[1]) / strat.world_size
-                            idx = batch
+                            stats = strat.all_reduce_sum(torch.tensor([f_loss * len(idx), f_reg], dtype=torch.float64))
+                            f_loss, f_reg = float(stats[0]) / len(batch), float(stats[1]) / strat.world_size
                         if not (math.isfinite(f_loss) and math.isfinite(f_reg)):
                             self._diverged("training loss" if not math.isfinite(f_loss) else "regularisation",
                                            f_loss if not math.isfinite(f_loss) else f_reg, epoch, step, lr)
-                        tot_loss += f_loss * len(idx)
-                        tot_reg += f_reg * len(idx)
-                        tot_n += len(idx)
+                        tot_loss += f_loss * len(batch)
+                        tot_reg += f_reg * len(batch)
+                        tot_n += len(batch)
                         if self.tuner is not None:
                             self.tuner.after_step(TunerContext(model=model, optimizer=self.optimizer, step=step,
                                                                epoch=epoch, lr=lr, loss_fn=self._loss_fn,

@@ -1,14 +1,12 @@
 """CLI commands about groups and bases: demo, solve, cache, bench solve."""
 from __future__ import annotations
 
-import json
-import math
 import time
 from typing import List, Optional
 
 import typer
 
-from ._common import console, fail, finite_json
+from ._common import console, dumps_strict, fail
 
 DEMO_CASES = [
     ("SO(3)", "V**2", "V**2"),
@@ -83,9 +81,8 @@ def register(app: typer.Typer) -> None:
         dt = time.perf_counter() - t0
         if json_out:
             # strict JSON: a non-finite number (gap = inf for a clear-cut block) is written as the string "inf"
-            payload = finite_json({"dim": basis.dim, "size": basis.size, "seconds": dt,
-                                    "blocks": basis.blocks, "spectrum": basis.spectrum})
-            console.print_json(json.dumps(payload, default=str, allow_nan=False))
+            console.print_json(dumps_strict({"dim": basis.dim, "size": basis.size, "seconds": dt,
+                                             "blocks": basis.blocks, "spectrum": basis.spectrum}))
             return
         console.print(f"{g.name}: {target!r}  size {basis.size:,}  basis dim [bold]{basis.dim:,}[/]  ({dt * 1e3:.1f} ms)")
         table = Table(title="distinct blocks")
