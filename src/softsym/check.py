@@ -63,7 +63,8 @@ class GroupCheck:
     max_error = max(equivariance.capped_max, lie.max); mean_error = equivariance.capped_mean (EMLP's
     scale-adjusted error with its floor capped at the output scale, so that a model with small outputs is not
     judged more equivariant than the same model scaled up; see softsym.metrics). verdict: "exact" if
-    max_error <= exact_tol, "approximate" if mean_error <= approx_tol, else "not equivariant".
+    max_error <= exact_tol, "approximate" if mean_error <= approx_tol, else "not equivariant"; a model whose
+    outputs are zero to round-off (``EquivarianceResult.negligible_output``) is "exact", with a ``note`` saying so.
     """
 
     group: str
@@ -74,13 +75,14 @@ class GroupCheck:
     mean_error: float
     equivariance: EquivarianceResult
     lie: Optional[LieDerivativeResult] = None
+    note: str = ""
 
     def to_dict(self) -> dict:
         return {
             "group": self.group, "rep_in": self.rep_in, "rep_out": self.rep_out, "verdict": self.verdict,
             "max_error": self.max_error, "mean_error": self.mean_error,
             "equivariance": self.equivariance.to_dict(),
-            "lie": self.lie.to_dict() if self.lie is not None else None,
+            "lie": self.lie.to_dict() if self.lie is not None else None, "note": self.note,
         }
 
 
@@ -359,9 +361,14 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
         if lie_res is not None and not math.isfinite(lie_res.max):
             max_error = math.inf
         mean_error = eq.capped_mean
+        verdict, note = _verdict(max_error, mean_error, tol, approx_tol), ""
+        if eq.negligible_output():
+            # round-off divided by round-off: a map that is zero on these inputs is exactly equivariant
+            verdict = "exact"
+            note = (f"outputs are zero to round-off (rms f(x) = {eq.output_rms:.1e}, rms x = {eq.input_rms:.1e}): "
+                    "the model is the zero map on these inputs, e.g. averaged onto a zero equivariant space")
         report.results.append(GroupCheck(
-            group=g.name, rep_in=repr(rin), rep_out=repr(rout),
-            verdict=_verdict(max_error, mean_error, tol, approx_tol),
-            max_error=float(max_error), mean_error=float(mean_error), equivariance=eq, lie=lie_res,
+            group=g.name, rep_in=repr(rin), rep_out=repr(rout), verdict=verdict,
+            max_error=float(max_error), mean_error=float(mean_error), equivariance=eq, lie=lie_res, note=note,
         ))
     return report

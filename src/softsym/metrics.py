@@ -104,6 +104,7 @@ class EquivarianceResult:
     spread : spread of the non-compact sampler (None for compact groups, sampled Haar / uniformly).
     sampler : human-readable description of how the elements were drawn.
     per_sample : scale-adjusted error of each element (same order as the elements).
+    output_rms, input_rms : rms of f(x) and of x over all inputs (float64), see :meth:`negligible_output`.
     """
 
     mean: float
@@ -120,6 +121,16 @@ class EquivarianceResult:
     per_sample: List[float] = field(default_factory=list)
     capped_mean: float = 0.0
     capped_max: float = 0.0
+    output_rms: float = math.nan
+    input_rms: float = math.nan
+
+    def negligible_output(self, factor: float = 64.0) -> bool:
+        """True when rms f(x) <= factor * eps(model dtype) * rms x: the outputs are round-off of a map that is
+        zero on these inputs (e.g. a model averaged onto a zero equivariant space), so its relative errors compare
+        round-off with round-off and say nothing about equivariance."""
+        dtype = getattr(torch, self.dtype.replace("torch.", ""), torch.float64)
+        eps = torch.finfo(dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float64).eps
+        return bool(math.isfinite(self.output_rms) and self.output_rms <= factor * eps * self.input_rms)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -455,6 +466,8 @@ class EquivarianceMeter:
         self._a2 = torch.zeros(s, dtype=torch.float64)
         self._b2 = torch.zeros(s, dtype=torch.float64)
         self._fx2 = 0.0
+        self._x2 = 0.0
+        self._x_entries = 0
         self._entries = 0
         self._inputs = 0
         self._dtype = torch.float64
@@ -480,6 +493,8 @@ class EquivarianceMeter:
                 self._a2[start:start + s] += a.pow(2).sum(dim=(1, 2)).cpu()
                 self._b2[start:start + s] += bb.pow(2).sum(dim=(1, 2)).cpu()
         self._fx2 += float(fx.pow(2).sum())
+        self._x2 += float(x64.pow(2).sum())
+        self._x_entries += x64.numel()
         self._entries += b * n_out
         self._inputs += b
 
@@ -503,6 +518,7 @@ class EquivarianceMeter:
             n_samples=len(scale), spread=self.spread, group=self.group.name, exhaustive=self.exhaustive,
             sampler=self.sampler, n_inputs=self._inputs, dtype=str(self._dtype), per_sample=scale,
             capped_mean=float(np.mean(free)), capped_max=float(np.max(free)),
+            output_rms=math.sqrt(self._fx2 / n), input_rms=math.sqrt(self._x2 / max(1, self._x_entries)),
         )
 
 

@@ -50,6 +50,8 @@ def print_report(report) -> None:
         console.print(f"  {r.group}: {r.rep_in} -> {r.rep_out}; elements: {r.equivariance.sampler}; "
                       f"plain mean {_fmt(r.equivariance.plain_mean)}"
                       + (f"; Lie mean {_fmt(r.lie.mean)}" if r.lie else ""), highlight=False)
+        if r.note:
+            console.print(f"  [bold]note[/] ({r.group}): {r.note}", highlight=False)
     rows = [(r, g) for r in report.results if r.lie is not None for g in r.lie.per_generator]
     if rows:
         gt = Table(title="Lie derivative per generator")

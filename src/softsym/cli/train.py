@@ -425,6 +425,8 @@ def register(app: typer.Typer) -> None:
                                                                   "not write (default: refuse)."),
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        nproc: int = typer.Option(1, "--nproc", help="Local processes sharing every minibatch of the probe's and "
+                                                     "the exact models' training (data parallelism, gloo)."),
     ):
         """Symmetry report: which candidate symmetries the data supports, and how strongly (a held-out test with a
         trained probe model; JSON and a PNG)."""
@@ -476,7 +478,8 @@ def register(app: typer.Typer) -> None:
                           num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=None, tuner=None,
                           run_dir=str(out_dir / f"probe-{_slug(model)}-seed{seed}"), resume=True, overwrite=False,
                           progress=progress, replace_different=overwrite,
-                          candidates=cand_list if probe_kind in ("per", "soft") else None, skeletons=None)
+                          candidates=cand_list if probe_kind in ("per", "soft") else None, skeletons=None,
+                          nproc=nproc)
         rep = symmetry_report(result.model, probe_task, tested, group_samples=group_samples, seed=seed)
         rep["probe"] = {k: result.metrics.get(k) for k in ("model", "test_mse", "val_mse", "epochs", "train_seconds")}
         if exact:  # one exactly equivariant EMLP per candidate, trained like the probe
@@ -487,7 +490,7 @@ def register(app: typer.Typer) -> None:
                                    epochs=epochs, ch=ch, num_layers=num_layers, lr=lr, batch_size=batch_size,
                                    weight_decay=None, tuner=None,
                                    run_dir=str(out_dir / f"exact-{_slug(spec)}-seed{seed}"), resume=True,
-                                   overwrite=False, progress=progress, replace_different=overwrite)
+                                   overwrite=False, progress=progress, replace_different=overwrite, nproc=nproc)
                     exact_models[spec] = res.model
                 except SoftsymError as exc:  # e.g. a complex group: no real EMLP
                     failed[spec] = str(exc)

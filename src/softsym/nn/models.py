@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, RepError, SoftsymError
+from ..errors import ConfigError, DataError, RepError, SoftsymError
 from ..groups.parse import parse_group
 from ..reps.base import Rep
 from ..soft.symmetry import SoftSymmetry
@@ -86,6 +86,16 @@ class _ModelMixin:
         return int(sum(p.numel() for p in self.parameters() if p.requires_grad))
 
     def _check_input(self, x: torch.Tensor) -> None:
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"{name} expects a torch.Tensor of shape (..., {self.in_features}), got "
+                            f"{type(x).__name__} (convert with torch.as_tensor(x, dtype=torch.float32))")
+        p = next(self.parameters(), None)
+        if p is not None and x.dtype != p.dtype and not torch.is_autocast_enabled(x.device.type):
+            kind = {torch.float64: "model.double()", torch.float32: "model.float()"}.get(x.dtype)
+            fix = f"x.to({p.dtype})" + (f" or convert the model with {kind}" if kind else "")
+            raise DataError(f"{name} has {p.dtype} parameters but got a {x.dtype} input of shape {tuple(x.shape)}; "
+                            f"cast the input with {fix}")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RepError(
                 f"{type(self).__name__} expects inputs with last dimension {self.in_features} (rep_in "
