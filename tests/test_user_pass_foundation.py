@@ -107,7 +107,7 @@ def test_huge_groups_refused_before_allocating(spec):
     t0 = time.perf_counter()
     with pytest.raises(ss.GroupError, match="GB"):
         ss.group(spec)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 10.0  # hang guard: allocating first took minutes or ran out of memory
 
 
 def test_huge_products_and_embeddings_refused():
@@ -307,7 +307,7 @@ def test_huge_reps_refused_quickly(spec, rep, fragment):
     with pytest.raises(ss.BasisTooLargeError, match=fragment) as exc:
         ss.equivariant_basis(ss.rep(rep, spec), cache=False)
     assert isinstance(exc.value, ss.SoftsymError)
-    assert time.perf_counter() - t0 < 5.0
+    assert time.perf_counter() - t0 < 30.0  # hang guard: the old path ran for many minutes
 
 
 def test_iterative_path_refuses_large_null_spaces(monkeypatch):

@@ -1,8 +1,6 @@
 """Shared CLI helpers: error reporting and consoles."""
 from __future__ import annotations
 
-import sys
-
 from rich.console import Console
 from rich.markup import escape
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import time
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from ._common import console, dumps_strict, fail
+from ._common import console, dumps_strict
 
 DEMO_CASES = [
     ("SO(3)", "V**2", "V**2"),

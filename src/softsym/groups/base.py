@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import cached_property
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch

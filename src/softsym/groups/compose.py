@@ -1,7 +1,7 @@
 """Groups built from groups: Embed (a group acting on some coordinates of R^d) and direct products."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 

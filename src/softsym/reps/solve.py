@@ -318,7 +318,6 @@ def _conjugate_paired(lam: np.ndarray, u: np.ndarray):
 
     Returns (lam, U, pi) with U[:, pi[j]] == conj(U[:, j]), or None when the pairing is not clean.
     """
-    d = len(lam)
     scale = max(1.0, float(np.abs(lam).max()))
     real = np.nonzero(np.abs(lam.imag) <= 1e-12 * scale)[0]
     upper = np.nonzero(lam.imag > 1e-12 * scale)[0]
