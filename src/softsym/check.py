@@ -32,6 +32,7 @@ from .metrics import (
     _as_inputs,
     check_seed,
     LieDerivativeResult,
+    _eval_mode,
     equivariance_error,
     lie_derivative_error,
     model_dtype_device,
@@ -63,8 +64,8 @@ class GroupCheck:
     max_error = max(equivariance.capped_max, lie.max); mean_error = equivariance.capped_mean (EMLP's
     scale-adjusted error with its floor capped at the output scale, so that a model with small outputs is not
     judged more equivariant than the same model scaled up; see softsym.metrics). verdict: "exact" if
-    max_error <= exact_tol, "approximate" if mean_error <= approx_tol, else "not equivariant"; a model whose
-    outputs are zero to round-off (``EquivarianceResult.negligible_output``) is "exact", with a ``note`` saying so.
+    max_error <= exact_tol, "approximate" if mean_error <= approx_tol, else "not equivariant". ``note`` flags a
+    non-exact model whose outputs are as small as round-off (``EquivarianceResult.negligible_output``).
     """
 
     group: str
@@ -99,6 +100,7 @@ class CheckReport:
     exact_tol: float
     approx_tol: float
     results: List[GroupCheck] = field(default_factory=list)
+    lie: bool = True  #: whether Lie-derivative errors were asked for (a group without them is finite)
 
     @property
     def verdicts(self) -> Dict[str, str]:
@@ -114,7 +116,7 @@ class CheckReport:
         return {
             "model": self.model, "dtype": self.dtype, "n_inputs": self.n_inputs, "inputs": self.inputs,
             "seed": self.seed, "n_samples": self.n_samples, "exact_tol": self.exact_tol,
-            "approx_tol": self.approx_tol, "results": [r.to_dict() for r in self.results],
+            "approx_tol": self.approx_tol, "lie": self.lie, "results": [r.to_dict() for r in self.results],
         }
 
 
@@ -163,10 +165,13 @@ def _load_attr(spec: str) -> Any:
             raise ModelError(_exit_message(f"importing module {target!r}", exc)) from None
         except Exception as exc:
             raise ModelError(f"importing module {target!r} failed with {type(exc).__name__}: {exc}") from exc
-    if not hasattr(module, attr):
-        public = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
-        raise ModelError(f"{target!r} has no attribute {attr!r}; callables there: {', '.join(public) or '(none)'}")
-    return getattr(module, attr)
+    obj, where = module, target
+    for part in attr.split("."):  # 'pkg.mod:Zoo.make' -> getattr(getattr(mod, 'Zoo'), 'make')
+        if not part.isidentifier() or not hasattr(obj, part):
+            public = sorted(n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None)))
+            raise ModelError(f"{where!r} has no attribute {part!r}; callables there: {', '.join(public) or '(none)'}")
+        obj, where = getattr(obj, part), f"{where}:{part}" if where == target else f"{where}.{part}"
+    return obj
 
 
 def _exit_message(what: str, exc: SystemExit) -> str:
@@ -287,6 +292,21 @@ def _load_inputs(inputs, n_inputs: int, rep_in, seed: int) -> Tuple[torch.Tensor
     return x, f"given tensor {tuple(x.shape)}"
 
 
+def _has_floating_tensors(model) -> bool:
+    return isinstance(model, nn.Module) and any(t.is_floating_point()
+                                                for t in list(model.parameters()) + list(model.buffers()))
+
+
+def _output_dtype(model, x: torch.Tensor) -> Optional[torch.dtype]:
+    """The floating dtype a callable returns for inputs x (None when it fails: the metrics report why)."""
+    try:
+        with torch.no_grad(), _eval_mode(model):
+            y = model(x)
+    except Exception:  # noqa: BLE001 - the metrics call it again and raise a ModelError with the cause
+        return None
+    return y.dtype if isinstance(y, torch.Tensor) and y.is_floating_point() and not y.is_complex() else None
+
+
 def _verdict(max_error: float, mean_error: float, exact_tol: float, approx_tol: float) -> str:
     if math.isfinite(max_error) and max_error <= exact_tol:
         return "exact"
@@ -343,18 +363,23 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
                                   "of different dimensions separately, or embed them, e.g. 'O(2)@z')")
     x, inputs_desc = _load_inputs(inputs, n_inputs, first_in, seed)
     mdtype, _ = model_dtype_device(model, x)
+    metric_dtype = None
+    if not _has_floating_tensors(model):  # a plain callable: judge it in the precision it computes in
+        out_dtype = _output_dtype(model, x[:2].to(mdtype))
+        if out_dtype is not None and torch.finfo(out_dtype).eps > torch.finfo(mdtype).eps:
+            mdtype = metric_dtype = out_dtype
     tol = exact_tolerance(mdtype) if exact_tol is None else float(exact_tol)
     if tol < 0 or approx_tol < 0:
         raise ConfigError(f"tolerances must be non-negative, got exact_tol={tol}, approx_tol={approx_tol}")
     report = CheckReport(model=str(label), dtype=str(mdtype).replace("torch.", ""), n_inputs=int(x.shape[0]),
                          inputs=inputs_desc, seed=int(seed), n_samples=int(n_samples), exact_tol=tol,
-                         approx_tol=float(approx_tol))
+                         approx_tol=float(approx_tol), lie=bool(lie))
     for g in parsed:
         rin, rout = _make_rep(rep_in, g), _make_rep(rep_out, g)
-        eq = equivariance_error(model, g, rin, rout, x, n_samples, seed=seed, spread=spread)
+        eq = equivariance_error(model, g, rin, rout, x, n_samples, seed=seed, spread=spread, dtype=metric_dtype)
         lie_res = None
         if lie and len(g.lie_np):
-            lie_res = lie_derivative_error(model, g, rin, rout, x, method="auto")
+            lie_res = lie_derivative_error(model, g, rin, rout, x, method="auto", dtype=metric_dtype)
         # the capped errors: EMLP's floor mean|g - I| hid the error of models with small outputs (a random linear
         # map times 1e-12 was "exact" under S(5))
         max_error = max(eq.capped_max, lie_res.max if lie_res is not None else 0.0)
@@ -362,11 +387,13 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
             max_error = math.inf
         mean_error = eq.capped_mean
         verdict, note = _verdict(max_error, mean_error, tol, approx_tol), ""
-        if eq.negligible_output():
-            # round-off divided by round-off: a map that is zero on these inputs is exactly equivariant
-            verdict = "exact"
-            note = (f"outputs are zero to round-off (rms f(x) = {eq.output_rms:.1e}, rms x = {eq.input_rms:.1e}): "
-                    "the model is the zero map on these inputs, e.g. averaged onto a zero equivariant space")
+        if eq.negligible_output() and verdict != "exact":
+            # the size of the outputs alone cannot tell round-off of a zero map from a small model, so the verdict
+            # stays the errors'; the note says how to read it
+            note = (f"the outputs are as small as round-off (rms f(x) = {eq.output_rms:.1e}, rms x = "
+                    f"{eq.input_rms:.1e}): if the model is meant to be the zero map (e.g. averaged onto a zero "
+                    "equivariant space), these errors compare round-off with round-off and it is exactly "
+                    "equivariant; otherwise rescale its outputs")
         report.results.append(GroupCheck(
             group=g.name, rep_in=repr(rin), rep_out=repr(rout), verdict=verdict,
             max_error=float(max_error), mean_error=float(mean_error), equivariance=eq, lie=lie_res, note=note,

@@ -125,9 +125,9 @@ class EquivarianceResult:
     input_rms: float = math.nan
 
     def negligible_output(self, factor: float = 64.0) -> bool:
-        """True when rms f(x) <= factor * eps(model dtype) * rms x: the outputs are round-off of a map that is
-        zero on these inputs (e.g. a model averaged onto a zero equivariant space), so its relative errors compare
-        round-off with round-off and say nothing about equivariance."""
+        """True when rms f(x) <= factor * eps(model dtype) * rms x: the outputs are as small as the round-off of a
+        map that is zero on these inputs (e.g. a model averaged onto a zero equivariant space), whose relative
+        errors compare round-off with round-off. A hint only: a model with genuinely tiny outputs looks the same."""
         dtype = getattr(torch, self.dtype.replace("torch.", ""), torch.float64)
         eps = torch.finfo(dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float64).eps
         return bool(math.isfinite(self.output_rms) and self.output_rms <= factor * eps * self.input_rms)
@@ -166,10 +166,18 @@ class LieDerivativeResult:
 
 
 # ====================================================================== formulas
+def _reference_scale(t: torch.Tensor) -> float:
+    """max |t| when it is a positive finite number, else 1: a unit for sums of squares that cannot overflow."""
+    m = float(t.abs().max()) if t.numel() else 0.0
+    return m if math.isfinite(m) and m > 0.0 else 1.0
+
+
 def _safe_ratio(num: float, den: float) -> float:
-    """num / den with 0 / 0 = 0 and x / 0 = inf."""
+    """num / den with 0 / 0 = 0, x / 0 = inf and inf / anything = inf (an overflowed error is never 0)."""
     if num == 0.0:
         return 0.0
+    if not math.isfinite(num):
+        return math.inf
     if den == 0.0 or not math.isfinite(den):
         return math.inf if den == 0.0 else 0.0
     return num / den
@@ -468,6 +476,8 @@ class EquivarianceMeter:
         self._fx2 = 0.0
         self._x2 = 0.0
         self._x_entries = 0
+        self._ref_out: Optional[float] = None  # squares are accumulated in units of these (first batch's max |.|),
+        self._ref_in: Optional[float] = None  # so outputs of 1e160 or 1e-170 neither overflow nor underflow
         self._entries = 0
         self._inputs = 0
         self._dtype = torch.float64
@@ -480,6 +490,9 @@ class EquivarianceMeter:
         b, n_out = x64.shape[0], self.rep_out.size
         with _eval_mode(f):
             fx = _call(f, _to_model(x64, mdtype), n_out, self.rep_out)  # (B, m) float64
+            if self._ref_out is None:
+                self._ref_out, self._ref_in = _reference_scale(fx), _reference_scale(x64)
+            ref = self._ref_out
             els = self.elements.to(x64.device)
             per = max(1, self.chunk_rows // b)
             for start in range(0, len(els), per):
@@ -488,12 +501,12 @@ class EquivarianceMeter:
                 xg = act_each(self.rep_in, g, x64)  # (s*B, n)
                 a = _call(f, _to_model(xg, mdtype), n_out, self.rep_out)  # f(rho_in(g) x)
                 bb = act_each(self.rep_out, g, fx)  # rho_out(g) f(x)
-                a, bb = a.reshape(s, b, n_out), bb.reshape(s, b, n_out)
+                a, bb = a.reshape(s, b, n_out) / ref, bb.reshape(s, b, n_out) / ref
                 self._diff2[start:start + s] += (a - bb).pow(2).sum(dim=(1, 2)).cpu()
                 self._a2[start:start + s] += a.pow(2).sum(dim=(1, 2)).cpu()
                 self._b2[start:start + s] += bb.pow(2).sum(dim=(1, 2)).cpu()
-        self._fx2 += float(fx.pow(2).sum())
-        self._x2 += float(x64.pow(2).sum())
+        self._fx2 += float((fx / ref).pow(2).sum())
+        self._x2 += float((x64 / self._ref_in).pow(2).sum())
         self._x_entries += x64.numel()
         self._entries += b * n_out
         self._inputs += b
@@ -502,12 +515,12 @@ class EquivarianceMeter:
         """The result over everything added since construction / reset."""
         if self._entries == 0:
             raise ConfigError("EquivarianceMeter.compute() called before update(); add at least one batch")
-        n = float(self._entries)
-        out_rms = min(1.0, math.sqrt(self._fx2 / n))  # EMLP's floor capped at the output scale (module docstring)
+        n, ref = float(self._entries), self._ref_out
+        out_rms = min(1.0, ref * math.sqrt(self._fx2 / n))  # EMLP's floor capped at the output scale (docstring)
 
         def errors(floor_scale: float) -> List[float]:
-            return [_safe_ratio(float(d.sqrt()),
-                                float((a / n).sqrt() + (bb / n).sqrt() + gd * floor_scale) * math.sqrt(n))
+            return [_safe_ratio(ref * float(d.sqrt()),
+                                (ref * float((a / n).sqrt() + (bb / n).sqrt()) + float(gd) * floor_scale) * math.sqrt(n))
                     for d, a, bb, gd in zip(self._diff2, self._a2, self._b2, self._g_dist)]
 
         scale, free = errors(1.0), errors(out_rms)
@@ -518,7 +531,8 @@ class EquivarianceMeter:
             n_samples=len(scale), spread=self.spread, group=self.group.name, exhaustive=self.exhaustive,
             sampler=self.sampler, n_inputs=self._inputs, dtype=str(self._dtype), per_sample=scale,
             capped_mean=float(np.mean(free)), capped_max=float(np.max(free)),
-            output_rms=math.sqrt(self._fx2 / n), input_rms=math.sqrt(self._x2 / max(1, self._x_entries)),
+            output_rms=ref * math.sqrt(self._fx2 / n),
+            input_rms=self._ref_in * math.sqrt(self._x2 / max(1, self._x_entries)),
         )
 
 

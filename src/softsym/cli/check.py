@@ -61,9 +61,10 @@ def print_report(report) -> None:
         for r, g in rows:
             gt.add_row(r.group, f"A{g['index']}", f"{g['norm']:.3g}", _fmt(g["error"]), _fmt(g["plain"]), r.lie.method)
         console.print(gt)
-    finite = [r.group for r in report.results if r.lie is None]
-    if finite:
-        console.print(f"no Lie algebra (finite groups): {', '.join(finite)}")
+    skipped = [r.group for r in report.results if r.lie is None]
+    if skipped:
+        console.print(f"no Lie algebra (finite groups): {', '.join(skipped)}" if report.lie else
+                      f"Lie derivatives skipped (--no-lie): {', '.join(skipped)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

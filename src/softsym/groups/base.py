@@ -6,6 +6,7 @@ never off a group's name.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from functools import cached_property
 from typing import Optional
 
@@ -20,6 +21,10 @@ __all__ = ["Group", "as_generator_array", "are_signed_permutations"]
 _NUM_TOL = 1e-12
 
 
+class GeneratorPrecisionWarning(UserWarning):
+    """Generators were given in a low precision (float32 / float16): bases may miss vectors."""
+
+
 def as_generator_array(mats, d: Optional[int], what: str) -> np.ndarray:
     """Validate and convert generators to a (k, d, d) float64 / complex128 numpy array."""
     if mats is None:
@@ -27,9 +32,17 @@ def as_generator_array(mats, d: Optional[int], what: str) -> np.ndarray:
             raise GroupError(f"cannot infer the dimension: give {what} or d")
         return np.zeros((0, d, d))
     if isinstance(mats, torch.Tensor):
+        if mats.dtype == torch.bfloat16:
+            mats = mats.float()
         mats = mats.detach().cpu().resolve_conj().numpy()
     try:
         arr = np.asarray(mats)
+        if arr.dtype in (np.float16, np.float32, np.complex64):
+            warnings.warn(
+                f"{what} given in {arr.dtype} carry rounding of ~{np.finfo(arr.dtype).eps:.0e}; softsym solves in "
+                f"float64 and keeps only vectors invariant to softsym.defaults.RESIDUAL_TOL (1e-9 by default), so "
+                "inexact generators can lose basis vectors (or fail to solve). Build them in float64 from exact "
+                "values (torch.float64 / np.float64)", GeneratorPrecisionWarning, stacklevel=3)
     except Exception as exc:  # ragged lists and the like
         raise GroupError(f"{what} must be an array of shape (k, d, d) with equal-sized square matrices: {exc}") from None
     if arr.dtype == object:
@@ -327,6 +340,7 @@ class Group:
             scale = np.pi if self.is_compact else spread
             coeffs = rng.standard_normal((n, len(self._lie))) * scale
             norms = np.linalg.norm(self._lie.reshape(len(self._lie), -1), axis=1)
+            norms = np.where(norms > 0, norms, 1.0)  # a zero generator contributes nothing (not 0 / 0)
             a = np.einsum("nk,kij->nij", coeffs / norms, self._lie)
             out = exp_batch(a)
         if len(self._disc):

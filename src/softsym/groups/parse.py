@@ -159,7 +159,11 @@ def parse_group(spec) -> Group:
     text = re.sub(r"\s+", "", spec).replace("×", "*")
     if not text:
         raise _fail(spec, "the spec is empty")
-    return _Parser(text, spec).parse()
+    try:
+        return _Parser(text, spec).parse()
+    except RecursionError:
+        raise GroupError(f"group spec nested too deeply ({text.count('(')} brackets in {len(text)} characters); "
+                         "write it with fewer nested brackets") from None
 
 
 def canonical_spec(spec: str) -> str:

@@ -183,7 +183,11 @@ def parse_rep(text: str) -> Rep:
         return text
     if not isinstance(text, str):
         raise RepParseError(f"a rep spec must be a string such as '5V0+5V', got {type(text).__name__}")
-    return _Parser(text).parse()
+    try:
+        return _Parser(text).parse()
+    except RecursionError:
+        raise RepParseError(f"rep spec nested too deeply ({text.count('(')} brackets in {len(text)} characters); "
+                            "write it with fewer nested brackets") from None
 
 
 def rep(spec, group=None) -> Rep:

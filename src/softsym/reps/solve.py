@@ -343,6 +343,8 @@ def _path_weights(group: Group, atoms, tol):
     d, p = group.d, len(atoms)
     s = d**p
     lie = _normalised_lie(group)
+    if not len(lie):
+        return "every Lie generator is zero"
     rng = np.random.default_rng(defaults.SOLVER_SEED)
     h = np.tensordot(rng.standard_normal(len(lie)), lie, axes=1)
     lam, u = np.linalg.eig(h)
@@ -495,7 +497,10 @@ def _path_iterative(group: Group, atoms, tol):
         x0 = rng.standard_normal((s, block)).astype(dtype)
         with warnings.catch_warnings():  # lobpcg warns when 1e-12 is not reached; the residual check decides
             warnings.simplefilter("ignore")
-            evals, evecs = lobpcg(op, x0, largest=False, tol=1e-12, maxiter=2000)
+            try:
+                evals, evecs = lobpcg(op, x0, largest=False, tol=1e-12, maxiter=2000)
+            except (ValueError, np.linalg.LinAlgError) as exc:  # e.g. "eigh has failed in lobpcg postprocessing"
+                return f"LOBPCG failed ({exc})"
         sig = np.sqrt(np.clip(evals, 0, None))
         thr = max(tol, 1e-6) * np.sqrt(top)
         r = int((sig <= thr).sum())
@@ -547,6 +552,7 @@ def solve_block(group: Group, atoms: Tuple[int, ...], tol: Optional[float] = Non
     candidates.append(("iterative", _path_iterative, True))
 
     tried = []
+    rejected = []  # (path, dim, residual) of bases refused for their residual
     seen = set()
     for name, fn, needs_discrete in candidates:
         if name in seen:
@@ -570,12 +576,28 @@ def solve_block(group: Group, atoms: Tuple[int, ...], tol: Optional[float] = Non
                 info["discrete_gap"] = disc_spec[1]
         residual = block_residual(group, atoms, q)
         if residual <= defaults.RESIDUAL_TOL or name == "iterative" and residual <= 1e3 * defaults.RESIDUAL_TOL:
+            lost = [(n, k, r) for n, k, r in rejected if k > q.shape[1]]
+            if lost:  # never trade vectors that were nearly invariant for a silently smaller basis
+                n0, k0, r0 = lost[0]
+                raise SolverError(
+                    f"{_block_label(group, atoms)}: the {n0} path found {k0} nearly invariant vectors (residual "
+                    f"{r0:.1e}, above softsym.defaults.RESIDUAL_TOL = {defaults.RESIDUAL_TOL:g}) but the {name} path "
+                    f"only {q.shape[1]}: the generators look inexact (float32 or rounded matrices?). Give them in "
+                    f"float64 to full precision, or, if they are only accurate to ~{r0:.0e}, raise "
+                    "softsym.defaults.RESIDUAL_TOL above that residual"
+                )
             sol = BlockSolution(np.ascontiguousarray(q), name, rel, gap, residual, time.perf_counter() - t0, info)
             log.debug("solved %s block %s: dim %d via %s in %.3fs", group.name, atoms, sol.dim, name, sol.seconds)
             return sol
         tried.append(f"{name}: residual {residual:.2e}")
+        rejected.append((name, int(q.shape[1]), float(residual)))
         log.info("path %s for %s %s gave residual %.2e; falling back", name, group.name, atoms, residual)
     raise SolverError(
         f"no solver path produced an equivariant basis for {group.name} on a {s}-dim tensor block "
-        f"({'; '.join(tried)}); try a larger tol (e.g. tol=1e-5) or check that the generators form a group"
+        f"({'; '.join(tried)}); "
+        + (f"the best basis missed softsym.defaults.RESIDUAL_TOL = {defaults.RESIDUAL_TOL:g} by "
+           f"{min(r for _, _, r in rejected):.1e}: inexact generators (float32 or rounded matrices?) should be given "
+           "in float64 to full precision, or RESIDUAL_TOL raised above that residual" if rejected else
+           f"check that the generators form a group, or try another tol (now {tol:g}; default "
+           f"{defaults.SOLVER_TOL:g})")
     )
