@@ -207,3 +207,12 @@ def test_deeply_nested_specs_are_parse_errors_not_recursion_errors(capsys):
         main(["solve", "O(3)", "(" * 300 + "V" + ")" * 300])
     out = capsys.readouterr()
     assert exc.value.code == 2 and "nested too deeply" in out.err + out.out and "Traceback" not in out.err
+
+
+def test_solve_refuses_an_empty_rep_out(capsys):
+    from softsym.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["solve", "S(3)", "V**3", ""])
+    out = capsys.readouterr()
+    assert exc.value.code == 2 and "the string is empty" in out.err + out.out

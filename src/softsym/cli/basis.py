@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
 
         g = softsym.group(group)
         r = softsym.rep(rep_in, g)
-        target = softsym.Hom(r, softsym.rep(rep_out, g)) if rep_out else r
+        target = softsym.Hom(r, softsym.rep(rep_out, g)) if rep_out is not None else r
         t0 = time.perf_counter()
         basis = softsym.equivariant_basis(target, tol=tol, cache=not no_cache)
         dt = time.perf_counter() - t0
