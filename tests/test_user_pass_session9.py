@@ -216,3 +216,19 @@ def test_solve_refuses_an_empty_rep_out(capsys):
         main(["solve", "S(3)", "V**3", ""])
     out = capsys.readouterr()
     assert exc.value.code == 2 and "the string is empty" in out.err + out.out
+
+
+def test_soft_model_candidates_as_group_objects_are_measured_and_bad_candidates_refused():
+    import softsym
+    from softsym import Trainer, TrainConfig, build_model, make_task
+    from softsym.errors import ConfigError
+
+    task = make_task("inertia", n_train=24, n_val=12, n_test=12, seed=0)
+    model = build_model("soft", task, ch=16, num_layers=1, candidates=[softsym.group("O(3)"), softsym.group("O(2)@z")])
+    metrics = Trainer(model, task, TrainConfig(epochs=1, batch_size=12, progress=False)).fit().metrics
+    assert set(metrics["strengths"]) <= set(metrics["equivariance"])  # every candidate is measured
+    assert "O(2)@z" in metrics["equivariance"]
+    with pytest.raises(ConfigError, match="candidates is empty"):
+        build_model("soft", task, ch=16, candidates=[])
+    with pytest.raises(ConfigError, match="candidate groups must be"):
+        SoftEMLP("5V0+5V", "V**2", None, ch=8)

@@ -226,7 +226,11 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
         raise ModelError(f"softsym.nn is not available ({exc}); models cannot be built") from None
 
     full = task.group
-    candidates = _canonical_candidates(opts.pop("candidates", None) or task.candidates)
+    given = opts.pop("candidates", None)
+    if given is not None and not isinstance(given, str) and hasattr(given, "__len__") and not len(given):
+        raise ConfigError("candidates is empty; give at least one candidate group, or None for the task's "
+                          f"candidates ({', '.join(map(str, task.candidates))})")
+    candidates = _canonical_candidates(given if given is not None else task.candidates)
     skeletons = opts.pop("skeletons", kind == "soft")
     if not isinstance(skeletons, bool):
         raise ConfigError(f"skeletons must be True or False, got {skeletons!r}")

@@ -499,9 +499,12 @@ class Trainer:
         task = self.task
         # the task's candidates, then any other candidate of the model (e.g. softsym fit --candidates)
         groups = list(dict.fromkeys(list(getattr(task, "candidates", ())) or [task.group]))
+        names = {str(g) if isinstance(g, str) else getattr(g, "name", str(g)) for g in groups}
         for g in getattr(self.model, "candidates", None) or ():
-            if isinstance(g, str) and g not in groups:
+            name = g if isinstance(g, str) else getattr(g, "name", None)  # Group objects count as their names
+            if name is not None and name not in names:
                 groups.append(g)
+                names.add(name)
         n = min(self.config.equivariance_points, len(task.x_test))
         x = task.x_test[:n].double().to(model_dtype_device(m64)[1])
         res = {}
@@ -510,7 +513,7 @@ class Trainer:
         for j, g in enumerate(groups):
             e = equivariance_error(m64, g, task.rep_in, task.rep_out, x, n_samples=self.config.equivariance_samples,
                                    seed=self.config.seed + 17 * j)
-            res[str(g)] = {"mean": float(e.mean), "max": float(e.max), "plain_mean": float(e.plain_mean),
+            res[g if isinstance(g, str) else getattr(g, "name", str(g))] = {"mean": float(e.mean), "max": float(e.max), "plain_mean": float(e.plain_mean),
                            "plain_max": float(e.plain_max), "n_samples": int(e.n_samples)}
         return res
 

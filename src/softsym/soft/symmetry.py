@@ -43,6 +43,9 @@ class SoftSymmetry(nn.Module):
         super().__init__()
         if isinstance(groups, (str, Group)):
             groups = [groups]
+        if groups is None or not hasattr(groups, "__iter__"):
+            raise ConfigError(f"candidate groups must be a group spec, a Group or a list of them (e.g. ['O(3)', "
+                              f"'O(2)@z']), got {type(groups).__name__}")
         self.groups: List[Group] = [parse_group(g) for g in groups]
         if not self.groups:
             raise ConfigError("SoftSymmetry needs at least one candidate group")
