@@ -205,6 +205,11 @@ class FitResult:
 
 
 # ------------------------------------------------------------------ RNG state <-> tensors
+def _group_label(g) -> str:
+    """A candidate's key in the metrics: a spec string as given, a Group by its name."""
+    return g if isinstance(g, str) else getattr(g, "name", str(g))
+
+
 def _rng_state(samplers: Dict[str, torch.Generator]) -> Dict:
     np_state = np.random.get_state()
     py_state = random.getstate()
@@ -498,22 +503,18 @@ class Trainer:
     def _equivariance(self, m64) -> Dict:
         task = self.task
         # the task's candidates, then any other candidate of the model (e.g. softsym fit --candidates)
-        groups = list(dict.fromkeys(list(getattr(task, "candidates", ())) or [task.group]))
-        names = {str(g) if isinstance(g, str) else getattr(g, "name", str(g)) for g in groups}
+        groups = {_group_label(g): g for g in dict.fromkeys(list(getattr(task, "candidates", ())) or [task.group])}
         for g in getattr(self.model, "candidates", None) or ():
-            name = g if isinstance(g, str) else getattr(g, "name", None)  # Group objects count as their names
-            if name is not None and name not in names:
-                groups.append(g)
-                names.add(name)
+            groups.setdefault(_group_label(g), g)  # a Group object counts as its name
         n = min(self.config.equivariance_points, len(task.x_test))
         x = task.x_test[:n].double().to(model_dtype_device(m64)[1])
         res = {}
         from .metrics import equivariance_error
 
-        for j, g in enumerate(groups):
+        for j, (label, g) in enumerate(groups.items()):
             e = equivariance_error(m64, g, task.rep_in, task.rep_out, x, n_samples=self.config.equivariance_samples,
                                    seed=self.config.seed + 17 * j)
-            res[g if isinstance(g, str) else getattr(g, "name", str(g))] = {"mean": float(e.mean), "max": float(e.max), "plain_mean": float(e.plain_mean),
+            res[label] = {"mean": float(e.mean), "max": float(e.max), "plain_mean": float(e.plain_mean),
                            "plain_max": float(e.plain_max), "n_samples": int(e.n_samples)}
         return res
 
