@@ -315,7 +315,8 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
     finally:
         model.train(was_training)
     return {"task": getattr(task, "name", None), "split": split, "n_samples": int(len(x64)),
-            "model": getattr(model, "model_name", type(model).__name__), "base_mse": base_mean, "seed": seed,
+            "model": getattr(model, "model_name", type(model).__name__), "base_mse": base_mean,
+            "constant_mse": _constant_mse(task, y64), "seed": seed,
             "thresholds": {"holds_p": HOLDS_P, "broken_p": BROKEN_P}, "candidates": rows}
 
 
@@ -362,6 +363,15 @@ def plot_symmetry_report(report: Dict, path) -> str:
     return str(path)
 
 
+def _constant_mse(task, y) -> float:
+    """MSE on targets ``y`` of predicting the training split's mean target: the bar a probe must beat to have learned
+    anything (NaN without training targets)."""
+    y_train = task.splits()["train"][1].double()
+    if not len(y_train):
+        return float("nan")
+    return float(((y.double() - y_train.mean(0)) ** 2).mean(-1).mean())
+
+
 def _split_losses(model, x, y, batch: int = 4096):
     """Per-sample squared error (float64) of ``model`` on (x, y), evaluated without gradients."""
     import torch
@@ -393,11 +403,15 @@ def exact_model_comparison(probe, exact_models: Dict[str, object], task, *, spli
     under a true symmetry the exact model generalises at least about as well. Unlike the distribution test this
     needs no symmetric input distribution (non-compact groups, inputs in a fixed frame), but it compares two trained
     models, so its verdicts use heuristic ratio thresholds: "holds" (ratio <= 1.1 or p >= 0.05), "broken"
-    (p < 0.001 and ratio > 1.5), else "uncertain".
+    (p < 0.001 and ratio > 1.5), else "uncertain"; always "uncertain" (with a ``reason``) when the probe is no
+    better than predicting the training mean of y, since then neither model has shown what the target is.
     """
     x, y = _check_split(task, split)
     base = _split_losses(probe, x, y)
     base_mean = float(base.mean())
+    # a probe no better than predicting the training mean has not learned the target: no ratio means anything
+    constant_mean = _constant_mse(task, y)
+    unlearned = constant_mean > 0 and base_mean >= constant_mean  # (a constant target: any perfect fit is a fit)
     # with too few samples no difference is significant: the loss ratio alone can then say "holds"
     powerless = _min_p(len(x)) >= HOLDS_P
     out = {}
@@ -410,15 +424,21 @@ def exact_model_comparison(probe, exact_models: Dict[str, object], task, *, spli
             ratio = exact_mean / base_mean
         else:  # a perfect probe: an exact model as perfect is as good (0 / 0 -> 1)
             ratio = 1.0 if exact_mean <= 0 else float("inf")
-        if ratio <= HOLDS_RATIO or (p >= HOLDS_P and not powerless):
+        if unlearned:
+            verdict = "uncertain"
+        elif ratio <= HOLDS_RATIO or (p >= HOLDS_P and not powerless):
             verdict = "holds"
         elif p < BROKEN_P and ratio > BROKEN_RATIO:
             verdict = "broken"
         else:
             verdict = "uncertain"
         out[spec] = {"loss_ratio": ratio, "z": z, "p_value": p, "verdict": verdict,
-                     "exact_mse": exact_mean, "probe_mse": base_mean}
-        if powerless and verdict == "uncertain":
+                     "exact_mse": exact_mean, "probe_mse": base_mean, "constant_mse": constant_mean}
+        if unlearned:
+            out[spec]["reason"] = (f"the probe's {split} MSE ({base_mean:.4g}) is no better than predicting the "
+                                   f"training mean ({constant_mean:.4g}): it has not learned the target, so the "
+                                   "comparison says nothing; train longer (--epochs) or on more data (--n-train)")
+        elif powerless and verdict == "uncertain":
             out[spec]["reason"] = (f"{len(x)} {split} samples are too few for a significant difference; give a "
                                    "larger split (--n-test)")
     return out

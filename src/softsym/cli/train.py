@@ -529,6 +529,11 @@ def register(app: typer.Typer) -> None:
                       "(loss) = how much worse the probe fits the transformed data (z-scores in report.json); "
                       "untestable = the probe is exactly equivariant to that group, the split is too small, or the "
                       "group is complex.", highlight=False)
+        if (rep.get("constant_mse") or 0) > 0 and rep["base_mse"] >= rep["constant_mse"]:
+            console.print(f"[yellow]warning:[/] the probe's {rep['split']} MSE ({rep['base_mse']:.4g}) is no better "
+                          f"than predicting the training mean ({rep['constant_mse']:.4g}): it has not learned the "
+                          "target, so the tests have little power and 'holds' says little; train longer (--epochs) "
+                          "or on more data (--n-train).", highlight=False)
         for r in rep["candidates"]:
             if r.get("reason") and r["verdict"] == "untestable" and "exactly equivariant" not in r["reason"]:
                 console.print(f"  {r['group']} untestable: {r['reason']}", highlight=False)
@@ -539,4 +544,8 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
             for spec, why in rep.get("exact_failed", {}).items():
                 console.print(f"  no exact model for {spec}: {why}", highlight=False)
+            reasons = dict.fromkeys(r["exact"]["reason"] for r in rep["candidates"]
+                                    if r.get("exact") and r["exact"].get("reason"))
+            for why in reasons:
+                console.print(f"  [yellow]exact-model comparison uncertain:[/] {why}", highlight=False)
         console.print(f"wrote {json_path} and {png}", highlight=False)

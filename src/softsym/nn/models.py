@@ -23,7 +23,7 @@ from .bilinear import BiLinear
 from .gates import GatedNonlinearity
 from .linear import EquivariantLinear, RPPLinear
 from .projection import ProjectionPlan
-from .reps import gated, uniform_rep
+from .reps import architecture_mismatch, gated, uniform_rep
 
 __all__ = ["EMLPBlock", "EMLP", "MLP", "RPP", "SoftEMLP"]
 
@@ -307,6 +307,13 @@ class SoftEMLP(_ModelMixin, nn.Module):
         self.groups = cands
         self.full_group = check_real_group(parse_group(full_group)) if full_group is not None else cands[0]
         d = check_same_d(cands + [self.full_group], "candidate groups and full_group")
+        for name, g in zip(self.symmetry.names, cands):
+            why = architecture_mismatch(self.full_group, g, bilinear)
+            if why is not None:
+                raise ConfigError(f"candidate {name} cannot be made exactly equivariant in a SoftEMLP built for "
+                                  f"{self.full_group.name}: {why}. Pass full_group= a group of the candidate's "
+                                  f"kind (e.g. an orthogonal or general one containing every candidate), or drop "
+                                  f"the candidate")
         self.seed = as_seed(seed)
         for spec, what in ((rep_in, "rep_in"), (rep_out, "rep_out")):
             if isinstance(spec, Rep) and spec.group is not None and spec.group.d != d:

@@ -21,7 +21,7 @@ from ..reps.base import Rep, SumRep, V0
 
 __all__ = [
     "lambert_w", "rank_counts", "binomial_allocation", "uniform_rep", "uniform_rep_terms", "gated",
-    "gate_indices", "is_permutation_group", "num_gates",
+    "gate_indices", "is_permutation_group", "num_gates", "architecture_mismatch",
 ]
 
 
@@ -152,6 +152,24 @@ def gated(rep: Rep, group=None) -> Rep:
         return rep
     gate = V0 if rep.group is None else V0.bind(rep.group)
     return SumRep.of([(rep, 1), (gate, k)])
+
+
+def architecture_mismatch(full_group: Group, candidate: Group, bilinear: bool = True) -> Optional[str]:
+    """Why EMLP's gates and bilinear layers built for ``full_group`` are *not* ``candidate``-equivariant, or None.
+
+    Once its linear layers are candidate-equivariant, an EMLP-architecture model is candidate-equivariant exactly
+    when (a) its gates are: pointwise swish (``full_group`` a permutation group) needs a permutation candidate;
+    and (b) its bilinear layers are: built with V* identified with V (orthogonal ``full_group``) they need an
+    orthogonal candidate (with V and V* kept apart they are equivariant under all of GL(d)).
+    """
+    if is_permutation_group(full_group) and not is_permutation_group(candidate):
+        return (f"the full group {full_group.name} is a permutation group, so the model uses pointwise swish "
+                f"gates, which are equivariant only under permutations, and {candidate.name} is not a group of "
+                f"permutation matrices")
+    if bilinear and full_group.is_orthogonal and not candidate.is_orthogonal:
+        return (f"the full group {full_group.name} is orthogonal, so the bilinear layers identify V* with V, which "
+                f"is only equivariant under orthogonal groups, and {candidate.name} is not orthogonal")
+    return None
 
 
 def gate_indices(rep: Rep, group=None) -> np.ndarray:

@@ -1,0 +1,85 @@
+"""Session 10: SoftEMLP refuses candidates its architecture cannot make equivariant; the exact-model comparison of
+the symmetry report says "uncertain" when the probe has not learned the target."""
+import numpy as np
+import pytest
+import torch
+
+from softsym import build_model, task_from_arrays
+from softsym.errors import ConfigError
+from softsym.groups.parse import parse_group
+from softsym.metrics import equivariance_error
+from softsym.nn import SoftEMLP
+from softsym.nn.reps import architecture_mismatch
+from softsym.report import exact_model_comparison, symmetry_report
+
+
+@pytest.mark.parametrize("full, cand, bilinear, bad", [
+    ("S(3)", "Signs(3)", True, "pointwise swish"),     # pointwise gates are not sign-flip equivariant
+    ("S(3)", "Signs(3)", False, "pointwise swish"),
+    ("O(4)", "O(1,3)", True, "not orthogonal"),         # bilinear identifies V* with V
+    ("O(4)", "O(1,3)", False, None),
+    ("O(1,3)", "O(3)@[1,2,3]:4", True, None),           # V and V* kept apart: GL(d)-equivariant bilinear
+    ("O(3)", "SO(2)@z", True, None),
+    ("O(2)@z", "O(3)", True, None),                    # not a subgroup, but the architecture is O(3)-compatible
+    ("S(3)", "Z(3)", True, None),
+])
+def test_architecture_mismatch(full, cand, bilinear, bad):
+    why = architecture_mismatch(parse_group(full), parse_group(cand), bilinear)
+    if bad is None:
+        assert why is None
+    else:
+        assert bad in why
+        with pytest.raises(ConfigError, match=f"candidate {cand.replace('(', '.').replace(')', '.')} cannot be made"):
+            SoftEMLP("2V", "V", [full, cand], ch=16, num_layers=1, bilinear=bilinear)
+
+
+@pytest.mark.parametrize("full, cand", [("O(3)", "SO(2)@z"), ("SO(3)", "O(2)@z"), ("O(2)@z", "O(3)"),
+                                        ("S(3)", "Z(3)")])
+def test_projected_soft_emlp_is_exactly_equivariant_for_every_accepted_candidate(full, cand):
+    torch.manual_seed(0)
+    model = SoftEMLP("2V", "V", [full, cand], ch=24, num_layers=2, swish_path=False).double()
+    model.project_(cand)
+    x = torch.randn(32, 6, dtype=torch.float64)
+    res = equivariance_error(model, parse_group(cand), "2V", "V", x, n_samples=8)
+    assert res.output_rms > 1e-6
+    assert res.max < 1e-12
+
+
+def _learnable_task(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3))
+    y = (x ** 2).sum(1)  # O(3)-invariant
+    return task_from_arrays(x, y, group="O(3)", rep_in="V", rep_out="V0", seed=seed)
+
+
+def test_exact_comparison_is_uncertain_when_the_probe_learned_nothing():
+    task = _learnable_task()
+    probe = build_model("mlp", task, ch=8, num_layers=1).double()
+    with torch.no_grad():  # a probe predicting a far-off constant: worse than the training mean
+        for p in probe.parameters():
+            p.zero_()
+        [m for m in probe.modules() if isinstance(m, torch.nn.Linear)][-1].bias.fill_(50.0)
+    res = exact_model_comparison(probe, {"O(3)": probe}, task)["O(3)"]
+    assert res["loss_ratio"] == pytest.approx(1.0)
+    assert res["verdict"] == "uncertain"
+    assert "no better than predicting the training mean" in res["reason"]
+    assert res["constant_mse"] < res["probe_mse"]
+    rep = symmetry_report(probe, task, ["O(3)"])
+    assert rep["constant_mse"] == pytest.approx(res["constant_mse"])
+
+
+def test_exact_comparison_still_holds_for_a_learned_probe():
+    task = _learnable_task()
+    x, y = task.splits()["train"]
+    probe = build_model("mlp", task, ch=8, num_layers=1).double()
+    probe.train()
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = ((probe(x.double()) - y.double()) ** 2).mean()
+        loss.backward()
+        opt.step()
+    res = exact_model_comparison(probe, {"O(3)": probe}, task)["O(3)"]
+    assert res["probe_mse"] < 0.5 * res["constant_mse"]
+    assert res["verdict"] == "holds" and "reason" not in res
