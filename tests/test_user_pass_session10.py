@@ -1,5 +1,7 @@
 """Session 10: SoftEMLP refuses candidates its architecture cannot make equivariant; the exact-model comparison of
 the symmetry report says "uncertain" when the probe has not learned the target."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -83,3 +85,34 @@ def test_exact_comparison_still_holds_for_a_learned_probe():
     res = exact_model_comparison(probe, {"O(3)": probe}, task)["O(3)"]
     assert res["probe_mse"] < 0.5 * res["constant_mse"]
     assert res["verdict"] == "holds" and "reason" not in res
+
+
+def _run(argv, capsys):
+    from softsym.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_resume_with_the_models_default_tuner_named_explicitly(tmp_path, capsys):
+    d = str(tmp_path / "run")
+    base = ["fit", "--task", "mixed-inertia:o2z", "--model", "soft", "--n-train", "40", "--n-val", "20",
+            "--n-test", "20", "--epochs", "2", "--ch", "8", "--no-progress", "--json"]
+    code, out, err = _run(base + ["--out", d], capsys)  # --out: the same as --run-dir
+    assert code == 0, err
+    first = json.loads(out)
+    code, out, err = _run(base + ["--run-dir", d, "--resume", "--tuner", "soft"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["test_mse"] == pytest.approx(first["test_mse"], rel=1e-12)
+    code, out, err = _run(base + ["--run-dir", d, "--resume", "--tuner", "per"], capsys)
+    assert code == 2 and "tuner: 'soft' -> 'per'" in err
+
+
+def test_piped_tables_keep_their_numbers(tmp_path, capsys):
+    code, out, err = _run(["compare", "--task", "mixed-inertia:o2z", "--models", "mlp,emlp,emlp:O(2)@z,rpp,per,soft", "--seeds", "1",
+                           "--n-train", "40", "--n-val", "20", "--n-test", "20", "--epochs", "1", "--ch", "8",
+                           "--out", str(tmp_path / "c")], capsys)
+    assert code == 0, err
+    assert "…" not in out

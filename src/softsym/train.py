@@ -818,8 +818,12 @@ class _GracefulInterrupt:
 
 def _comparable(cfg: Dict) -> Dict:
     """A run config as compared between runs: without the softsym version and without the path a data file was
-    given by (``--data d.npz`` and ``--data /abs/d.npz`` are the same data; its content hash decides)."""
+    given by (``--data d.npz`` and ``--data /abs/d.npz`` are the same data; its content hash decides), and without
+    the tuner as asked for (``train.tuner``/``tuner_options``: None means the model's default): the top-level
+    ``tuner`` entry, the tuner actually used with all its settings, decides."""
     out = {k: v for k, v in cfg.items() if k != "softsym"}
+    if isinstance(out.get("train"), dict) and "tuner" in out:
+        out["train"] = {k: v for k, v in out["train"].items() if k not in ("tuner", "tuner_options")}
     task = out.get("task")
     if isinstance(task, dict) and isinstance(task.get("info"), dict) and "sha256" in task["info"]:
         out["task"] = {**task, "info": {k: v for k, v in task["info"].items() if k != "source"}}
@@ -832,7 +836,11 @@ def _config_diff(old: Dict, new: Dict, prefix: str = "") -> str:
         if k == "softsym":
             continue
         a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
-        if isinstance(a, dict) and isinstance(b, dict):
+        named = [isinstance(v, dict) and "name" in v for v in (a, b)]
+        if any(named) and (a.get("name") if named[0] else a) != (b.get("name") if named[1] else b):
+            # another kind altogether (e.g. the tuner): its name, not every setting
+            diffs.append(f"{prefix}{k}: {(a['name'] if named[0] else a)!r} -> {(b['name'] if named[1] else b)!r}")
+        elif isinstance(a, dict) and isinstance(b, dict):
             sub = _config_diff(a, b, prefix + k + ".")
             if sub:
                 diffs.append(sub)

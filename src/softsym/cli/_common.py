@@ -1,13 +1,27 @@
 """Shared CLI helpers: error reporting and consoles."""
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.markup import escape
 
 from ..errors import SoftsymError
 
-console = Console()
-err_console = Console(stderr=True)
+#: width of tables written to a pipe or file when COLUMNS is not set (rich would use 80 and elide numbers)
+PIPE_WIDTH = 160
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console; piped or captured output gets PIPE_WIDTH columns so wide tables keep their numbers."""
+    c = Console(stderr=stderr)
+    if not c.is_terminal and not os.environ.get("COLUMNS"):
+        c = Console(stderr=stderr, width=PIPE_WIDTH)
+    return c
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -212,7 +212,7 @@ def register(app: typer.Typer) -> None:
         skeletons: Optional[bool] = typer.Option(None, "--skeletons/--no-skeletons", help=_SKELETONS_HELP),
         tuner: Optional[str] = typer.Option(None, "--tuner", help="Strength tuner: per, soft, none (default: the "
                                                                   "model's)."),
-        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (config, metrics, checkpoints)."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", "--out", help="Run directory (config, metrics, checkpoints); --out is the same."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last checkpoint."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --run-dir."),
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: "
