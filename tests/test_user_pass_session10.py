@@ -116,3 +116,21 @@ def test_piped_tables_keep_their_numbers(tmp_path, capsys):
                            "--out", str(tmp_path / "c")], capsys)
     assert code == 0, err
     assert "…" not in out
+
+
+def test_bound_plus_unbound_rep_merges_like_bound_plus_bound():
+    from softsym import V, V0
+
+    g = parse_group("O(3)")
+    assert repr(V(g) + V) == "2*V" and V(g) + V == (2 * V)(g) and V + V(g) == (2 * V)(g)
+    assert repr(V0 + V + V * 2 + V0) == "V0+3*V+V0"  # only neighbours merge: the order of the terms is kept
+
+
+@pytest.mark.parametrize("gens, match", [([[]], "empty permutation"), ([[[]]], "empty permutation"),
+                                         ([[0, 1, 2], [1, 0]], r"same number of points, got \[2, 3\]")])
+def test_permutation_group_messages(gens, match):
+    from softsym.errors import GroupError
+    from softsym.groups.finite import PermutationGroup
+
+    with pytest.raises(GroupError, match=match):
+        PermutationGroup(gens)

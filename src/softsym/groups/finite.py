@@ -154,6 +154,9 @@ class PermutationGroup(FiniteGroup):
                 arr = np.asarray(g)
             except Exception:  # ragged
                 arr = np.asarray(g, dtype=object)
+            if arr.size == 0:
+                raise GroupError(f"empty permutation {arr.tolist()}: a permutation of n points lists the n images "
+                                 "0..n-1, e.g. [1, 2, 0]")
             if arr.ndim == 1:
                 if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating) \
                         or arr.dtype == bool or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
@@ -173,7 +176,8 @@ class PermutationGroup(FiniteGroup):
             raise GroupError("PermutationGroup needs at least one generator; use Trivial(n) for none")
         sizes = {m.shape for m in mats}
         if len(sizes) != 1:
-            raise GroupError(f"all permutation generators must act on the same number of points, got {sizes}")
+            raise GroupError(f"all permutation generators must act on the same number of points, got "
+                             f"{sorted(s[0] for s in sizes)}")
         stacked = np.stack(mats)
         if not (np.all(np.isfinite(stacked)) and are_signed_permutations(stacked) and np.all(stacked >= 0)):
             raise GroupError("PermutationGroup generators must be permutation matrices (one 1 per row and column)")

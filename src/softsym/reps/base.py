@@ -261,16 +261,19 @@ class SumRep(Rep):
                 items = list(rep.terms)
             else:
                 items = [(rep, mult)]
-            for r, m in items:
-                if flat and repr(flat[-1][0]) == repr(r) and flat[-1][0].group == r.group:
-                    flat[-1] = (flat[-1][0], flat[-1][1] + m)
-                else:
-                    flat.append((r, m))
+            flat.extend(items)
         if not flat:
             raise RepError("empty representation (zero copies of everything); a rep needs at least one term")
         group = _common_group(r for r, _ in flat)
-        if group is not None:
+        if group is not None:  # bind first, so V(G) + V merges into 2*V(G)
             flat = [(r.bind(group), m) for r, m in flat]
+        merged: List[Tuple[Rep, int]] = []
+        for r, m in flat:
+            if merged and repr(merged[-1][0]) == repr(r) and merged[-1][0].group == r.group:
+                merged[-1] = (merged[-1][0], merged[-1][1] + m)
+            else:
+                merged.append((r, m))
+        flat = merged
         if len(flat) == 1 and flat[0][1] == 1:
             return flat[0][0]
         return SumRep(tuple(flat))
