@@ -44,14 +44,14 @@ _BASE = re.compile(r"^([A-Za-z]+\+?)\((\d+)\)$")
 _WHERE_PREFIX = re.compile(r"^\[(\d+(?:,\d+)*)\](?::(\d+))?")
 
 
-def _fail(spec: str, why: str, grammar: bool = True) -> GroupError:
-    """The parse error: what was wrong, the known groups and (for syntax errors) the grammar."""
-    return GroupError(f"cannot parse group {spec!r}: {why}.\nKnown groups: {', '.join(GROUP_NAMES)}"
-                      + (f"\nGrammar:\n{GROUP_GRAMMAR}" if grammar else ""))
+def _fail(spec: str, why: str) -> GroupError:
+    """The parse error: what was wrong, the known groups and the grammar."""
+    return GroupError(f"cannot parse group {spec!r}: {why}.\nKnown groups: {', '.join(GROUP_NAMES)}\n"
+                      f"Grammar:\n{GROUP_GRAMMAR}")
 
 
 def _unknown_name(spec: str, name: str, arg: int) -> GroupError:
-    """An unknown NAME(n), with the closest known names as a suggestion (no grammar: the syntax was right)."""
+    """An unknown NAME(n), with the closest known names as a suggestion."""
     import difflib
 
     display = {n.split("(")[0].upper(): n.split("(")[0] for n in GROUP_NAMES if n.endswith(("(n)", "(k)", "(2m)"))}
@@ -61,7 +61,7 @@ def _unknown_name(spec: str, name: str, arg: int) -> GroupError:
     key = name.upper()
     close = [aliases[key]] if key in aliases else difflib.get_close_matches(key, sorted(display), n=3, cutoff=0.5)
     hint = f" (did you mean {' or '.join(repr(f'{display[c]}({arg})') for c in close)}?)" if close else ""
-    return _fail(spec, f"unknown group name {name!r}{hint}", grammar=False)
+    return _fail(spec, f"unknown group name {name!r}{hint}")
 
 
 def _parse_base(text: str, spec: str) -> Group:
