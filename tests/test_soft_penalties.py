@@ -42,13 +42,18 @@ def test_sampled_penalty_residuals():
 
 
 def test_sampled_penalty_is_scale_free_and_float32():
+    """normalize="output" is scale-free; the default is a mean over outputs, so it scales like the outputs^2."""
     x = torch.randn(64, 3, dtype=torch.float64)
     net = _mlp(3, 3)
     big = lambda v: 1000.0 * net(v)  # noqa: E731
     sym = SoftSymmetry(["O(3)"])
     a = SampledPenalty(sym, "V", "V", seed=1).residuals(net, x)
     b = SampledPenalty(sym, "V", "V", seed=1).residuals(big, x)
-    assert torch.allclose(a, b, rtol=1e-10)
+    assert torch.allclose(b, 1e6 * a, rtol=1e-10)
+    ao = SampledPenalty(sym, "V", "V", seed=1, normalize="output").residuals(net, x)
+    bo = SampledPenalty(sym, "V", "V", seed=1, normalize="output").residuals(big, x)
+    assert torch.allclose(ao, bo, rtol=1e-10)
+    assert torch.allclose(ao, a * 3 / net(x).pow(2).sum(1).mean(), rtol=1e-10)
     net32 = _mlp(3, 3).float()
     r32 = SampledPenalty(sym, "V", "V", seed=1).residuals(net32, x.float())
     assert r32.dtype == torch.float32 and torch.allclose(r32.double(), a, rtol=1e-4)
@@ -80,8 +85,11 @@ def test_lie_penalty_matches_metric():
     rep = softsym.rep("V", g)
     gens = g.lie_algebra
     ref = torch.stack([lie_derivative(net, rep, rep, a, x).pow(2).sum(1).mean() for a in gens]).mean()
-    ref = ref / net(x).pow(2).sum(1).mean()
-    assert torch.allclose(r[0].detach(), ref, rtol=1e-10)
+    assert torch.allclose(r[0].detach(), ref / 3, rtol=1e-10)  # mean over the 3 outputs
+    ro = LiePenalty(sym, "V", "V", normalize="output").residuals(net, x)
+    assert torch.allclose(ro[0].detach(), ref / net(x).pow(2).sum(1).mean(), rtol=1e-10)
+    with pytest.raises(ConfigError, match="normalize must be"):
+        LiePenalty(sym, "V", "V", normalize="batch")
     pen(net, x).backward()
     assert float(net[0].weight.grad.abs().sum()) > 0
     with pytest.raises(ConfigError, match="no Lie algebra"):

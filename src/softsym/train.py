@@ -551,6 +551,8 @@ class Trainer:
         self._samplers = {"train": torch.Generator().manual_seed(int(cfg.seed)),
                           "val": torch.Generator().manual_seed(int(cfg.seed) + 1_000_003)}
         self._step_seconds, self._steps_timed = 0.0, 0
+        if hasattr(model, "set_reference_inputs"):  # residuals that need inputs (SoftModel): a training batch
+            model.set_reference_inputs(x_tr[:cfg.batch_size])
         if self.tuner is not None:
             self.tuner.attach(model, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
         select_after = cfg.select_after if cfg.select_after is not None else (

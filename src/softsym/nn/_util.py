@@ -90,17 +90,8 @@ def as_unbound_rep(spec, what: str = "rep") -> Rep:
     if isinstance(spec, str):
         return parse_rep(spec)
     if isinstance(spec, Rep):
-        return _unbound(spec)  # a bound rep contributes its expression only: it is re-bound to every candidate
+        return spec.unbound()  # a bound rep contributes its expression only: it is re-bound to every candidate
     raise RepError(f"{what} must be a Rep or a rep string such as '5V0+5V', got {type(spec).__name__}")
-
-
-def _unbound(rep: Rep) -> Rep:
-    """The same rep expression with no group (leaves rebuilt unbound)."""
-    if rep.group is None:
-        return rep
-    if isinstance(rep, Leaf):
-        return Leaf(rep.kind)
-    return rep._rebuild(tuple(_unbound(c) for c in rep._children()))
 
 
 def atoms_rep(group: Group, atoms: Tuple[int, ...]) -> Rep:

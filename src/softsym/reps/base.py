@@ -80,6 +80,12 @@ class Rep:
             return self
         return self._rebuild(tuple(c.bind(g) for c in self._children()))
 
+    def unbound(self) -> "Rep":
+        """The same rep expression with no group, e.g. to bind one rep to several candidate groups."""
+        if self._group is None:
+            return self
+        return self._rebuild(tuple(c.unbound() for c in self._children()))
+
     def __call__(self, group) -> "Rep":
         return self.bind(group)
 
@@ -223,6 +229,9 @@ class Leaf(Rep):
         if self._group is not None and self._group != g:
             raise RepError(f"{self!r} is bound to {self._group.name}, not {g.name}; build it unbound and bind once")
         return Leaf(self.kind, g)
+
+    def unbound(self) -> "Rep":
+        return self if self._group is None else Leaf(self.kind)
 
     def _size(self, d: int) -> int:
         return 1 if self.kind == "V0" else d

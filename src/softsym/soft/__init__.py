@@ -1,7 +1,8 @@
 """Soft and mixed symmetry: candidate groups with strengths, penalties and strength tuners."""
 from .lie import LiePenalty
 from .linear_projection import LinearProjectionPenalty
+from .model import SoftModel
 from .sampled import SampledPenalty
 from .symmetry import SoftSymmetry
 
-__all__ = ["SoftSymmetry", "SampledPenalty", "LiePenalty", "LinearProjectionPenalty"]
+__all__ = ["SoftSymmetry", "SampledPenalty", "LiePenalty", "LinearProjectionPenalty", "SoftModel"]

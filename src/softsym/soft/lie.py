@@ -1,6 +1,6 @@
 """Lie-derivative penalty (Gruver et al., ICLR 2023) for any differentiable model.
 
-R_j = mean_A mean_x ||L_A f(x)||^2 / mean_x ||f(x)||^2,  L_A f(x) = J_f(x) drho_in(A) x - drho_out(A) f(x)
+R_j = mean_A mean_x ||L_A f(x)||^2 / n_out,  L_A f(x) = J_f(x) drho_in(A) x - drho_out(A) f(x)
 
 over the Lie-algebra generators A of candidate j (normalised to unit spectral norm), computed with forward-mode
 AD (``torch.func.jvp``), which composes with ordinary backpropagation to the parameters.
@@ -14,7 +14,7 @@ import torch
 
 from ..errors import ConfigError, ModelError, SoftsymError
 from ..metrics import _check_output, check_seed, model_dtype_device
-from .sampled import NORM_EPS, bind_reps, check_inputs, check_residuals
+from .sampled import bind_reps, check_inputs, check_normalize, check_residuals, residual_scale
 from .symmetry import SoftSymmetry
 
 __all__ = ["LiePenalty"]
@@ -32,13 +32,15 @@ class LiePenalty:
     method : "jvp" (torch.func.jvp, default) or "vjp" (reverse mode twice, for custom autograd Functions without a
         forward-mode rule; only correct if their backward is itself differentiable -- a hand-written backward on
         detached saved tensors makes it silently wrong).
+    normalize : "none" (default: mean over the outputs, the units of an MSE loss) or "output" (relative to the
+        outputs' detached mean square; scale-free, but it can drive small models to constant outputs).
 
     Only the identity component is penalised: discrete symmetries (e.g. reflections of O(3)) are not; combine
     with SampledPenalty for those. Residuals (J,) are returned in the model output's dtype.
     """
 
     def __init__(self, symmetry: SoftSymmetry, rep_ins, rep_outs, *, n_generators: Optional[int] = None,
-                 seed: Optional[int] = None, method: str = "jvp") -> None:
+                 seed: Optional[int] = None, method: str = "jvp", normalize: str = "none") -> None:
         if not isinstance(symmetry, SoftSymmetry):
             raise ConfigError(f"LiePenalty needs a SoftSymmetry, got {type(symmetry).__name__}")
         self.symmetry = symmetry
@@ -62,6 +64,7 @@ class LiePenalty:
         if method not in ("jvp", "vjp"):
             raise ConfigError(f"method must be 'jvp' or 'vjp', got {method!r}")
         self.method = method
+        self.normalize = check_normalize(normalize, "LiePenalty")
         seed = check_seed(seed)
         self._torch_gen = torch.Generator().manual_seed(0 if seed is None else seed)
 
@@ -94,7 +97,7 @@ class LiePenalty:
             y = y.reshape(k * b, self.n_out).to(torch.float64)
             dy = _check_output(dy, k * b, self.n_out, rout, check_finite=False).to(torch.float64)
             lie = dy - rout.drho(gb).apply(y)
-            norm = y[:b].detach().pow(2).sum(1).mean().clamp_min(NORM_EPS)
+            norm = residual_scale(self.normalize, y[:b])
             res.append(lie.pow(2).sum(1).mean() / norm)
         return check_residuals(torch.stack(res), "LiePenalty").to(out_dtype)
 

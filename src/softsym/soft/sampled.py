@@ -17,7 +17,8 @@ from ..reps.algebra import parse_rep
 from ..reps.base import Rep
 from .symmetry import SoftSymmetry
 
-__all__ = ["SampledPenalty", "bind_reps", "check_inputs", "check_residuals"]
+__all__ = ["SampledPenalty", "bind_reps", "check_inputs", "check_residuals", "check_normalize", "residual_scale",
+           "NORMALIZE_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,28 @@ RepSpec = Union[str, Rep]
 
 #: Floor of the output-scale normaliser (mean ||f(x)||^2), so that an all-zero output does not divide by zero.
 NORM_EPS: float = 1e-12
+
+#: How a penalty's squared residuals are scaled (see :func:`residual_scale`).
+NORMALIZE_MODES = ("none", "output")
+
+
+def check_normalize(mode, who: str) -> str:
+    if mode not in NORMALIZE_MODES:
+        raise ConfigError(f"{who}: normalize must be one of {', '.join(map(repr, NORMALIZE_MODES))}, got {mode!r}")
+    return mode
+
+
+def residual_scale(mode: str, f64: torch.Tensor) -> torch.Tensor:
+    """Divisor of a penalty's mean squared residual ||.||^2 (summed over the n_out outputs) for model outputs f64.
+
+    "none": n_out, so the residual is a mean squared error per output coordinate, in the same units as an MSE task
+    loss (a strength of 1 weighs a symmetry violation like a fitting error of the same size). "output": the batch's
+    mean ||f(x)||^2, detached: scale-free, but the model can lower the penalty by shrinking its outputs, and its
+    gradient grows like 1 / ||f||^2 as they shrink, which drives small models to constant outputs.
+    """
+    if mode == "none":
+        return f64.new_tensor(float(max(f64.shape[-1], 1)))
+    return f64.detach().pow(2).sum(-1).mean().clamp_min(NORM_EPS)
 
 
 def bind_reps(symmetry: SoftSymmetry, reps: Union[RepSpec, Sequence[RepSpec]], what: str) -> List[Rep]:
@@ -98,11 +121,14 @@ def _model_call(model: Callable, x: torch.Tensor, n_out: int, rep: Rep) -> torch
 class SampledPenalty:
     """Monte-Carlo equivariance penalty, one residual per candidate group.
 
-    R_j = E_x E_{g ~ G_j} ||f(rho_in(g) x) - rho_out(g) f(x)||^2 / mean_x ||f(x)||^2
+    R_j = E_x E_{g ~ G_j} ||f(rho_in(g) x) - rho_out(g) f(x)||^2 / n_out
 
     estimated with ``n_samples`` independent elements per input row (fresh every call; Haar for compact groups,
-    uniform for finite ones, polar-decomposition sampler for non-compact ones). The normaliser is detached, so
-    the strengths are scale-free and the model cannot lower the penalty by inflating its outputs.
+    uniform for finite ones, polar-decomposition sampler for non-compact ones). Dividing by the number of outputs
+    makes R_j a mean squared error per output coordinate, in the units of an MSE task loss.
+    ``normalize="output"`` divides by the batch's mean ||f(x)||^2 instead (detached, scale-free); the model can
+    then lower the penalty by shrinking its outputs, which with strengths >= ~0.1 drives small models towards
+    constant outputs, so it is not the default.
 
     Parameters
     ----------
@@ -111,6 +137,7 @@ class SampledPenalty:
     n_samples : group elements per input row and call.
     seed : seed of the element sampler (numpy Generator kept across calls).
     spread : spread of non-compact samplers (default softsym.defaults.SAMPLE_SPREAD).
+    normalize : "none" (default: mean over outputs) or "output" (relative to the outputs' mean square).
 
     Group actions are applied in float64; the residuals are returned in the model output's dtype, shape (J,).
 
@@ -127,7 +154,8 @@ class SampledPenalty:
     """
 
     def __init__(self, symmetry: SoftSymmetry, rep_ins, rep_outs, n_samples: int = 1, *,
-                 seed: Optional[int] = None, spread: Optional[float] = None, detach_target: bool = False) -> None:
+                 seed: Optional[int] = None, spread: Optional[float] = None, detach_target: bool = False,
+                 normalize: str = "none") -> None:
         if not isinstance(symmetry, SoftSymmetry):
             raise ConfigError(f"SampledPenalty needs a SoftSymmetry, got {type(symmetry).__name__}")
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
@@ -141,6 +169,7 @@ class SampledPenalty:
         self.n_samples = int(n_samples)
         self.spread = None if spread is None else check_spread(spread)
         self.detach_target = bool(detach_target)
+        self.normalize = check_normalize(normalize, "SampledPenalty")
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
         self._finite = [finite_elements(g) for g in symmetry.groups]
 
@@ -174,7 +203,7 @@ class SampledPenalty:
             fx = _model_call_raw(model, x.to(mdtype))
         f64 = _check_output(fx, b, self.n_out, self.rep_outs[0], check_finite=False).to(torch.float64)
         out_dtype = fx.dtype if fx.is_floating_point() else torch.float64
-        norm = f64.detach().pow(2).sum(1).mean().clamp_min(NORM_EPS)
+        norm = residual_scale(self.normalize, f64)
         xs = x64.repeat(s, 1)
         fs = f64.repeat(s, 1)
         res = []

@@ -452,7 +452,8 @@ class SoftTuner(StrengthTuner):
 
         r0 = self._residuals()
         top = float(r0.max()) if r0.numel() else 0.0
-        self.scale = 1.0 / top if top > 0 and math.isfinite(top) else 1.0
+        fixed = getattr(self.model, "strength_scale", None)  # a model whose residuals have natural units
+        self.scale = float(fixed) if fixed is not None else (1.0 / top if top > 0 and math.isfinite(top) else 1.0)
         J = len(self.symmetry)
         self.log_lt = torch.full((J,), math.log(self.init), dtype=torch.float64)
         self.t = 0
@@ -472,6 +473,13 @@ class SoftTuner(StrengthTuner):
                               "pass unbound reps with SoftTuner(reps=(...))") from None
         self._apply()
         self.symmetry.record(0, r0, event="init", tuner=self.name, normalised=self.normalised())
+
+    def _hi_effective(self) -> float:
+        """``hi``, or lower if the model caps its strengths (``model.strength_max``, e.g. SoftModel)."""
+        cap = getattr(self.model, "strength_max", None)
+        if cap is None:
+            return self.hi
+        return max(self.lo, min(self.hi, float(cap) / self.scale))
 
     def normalised(self) -> List[float]:
         return [float(x) for x in self.log_lt.exp()]
@@ -518,7 +526,7 @@ class SoftTuner(StrengthTuner):
         self.t += 1
         step = (self.accept - stats).clamp(0.0, 1.0) - (stats - self.reject).clamp(0.0, 1.0)
         step = torch.where(torch.isnan(step), torch.zeros_like(step), step)
-        self.log_lt.add_(self.lr * step).clamp_(math.log(self.lo), math.log(self.hi))
+        self.log_lt.add_(self.lr * step).clamp_(math.log(self.lo), math.log(self._hi_effective()))
         self._apply()
         self.last_stats = [float(v) for v in stats]
         if self.t % self.record_every == 0 or self.t == 1:
