@@ -69,7 +69,7 @@ def test_sampled_penalty_reps_per_candidate_and_errors():
         SampledPenalty(sym, softsym.rep("V", "O(3)"), "V")
     with pytest.raises(ConfigError, match="different sizes"):
         SampledPenalty(SoftSymmetry(["O(3)", "O(2)"]), "V", "V")
-    with pytest.raises(ConfigError, match="inputs must be"):
+    with pytest.raises(DataError, match="inputs must be"):
         pen.residuals(_equivariant, torch.randn(4, 5, dtype=torch.float64))
 
 

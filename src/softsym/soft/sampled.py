@@ -84,10 +84,10 @@ def bind_reps(symmetry: SoftSymmetry, reps: Union[RepSpec, Sequence[RepSpec]], w
 
 
 def check_inputs(x, n_in: int, who: str) -> None:
-    """ConfigError unless x is a tensor (batch, n_in); DataError for an empty batch or complex / NaN / inf entries."""
+    """DataError unless x is a tensor (batch, n_in) of real finite values with at least one row (as the metrics)."""
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != n_in:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ConfigError(f"{who}: inputs must be (batch, {n_in}), got {shape}")
+        raise DataError(f"{who}: inputs must be (batch, {n_in}), got {shape}")
     if x.shape[0] == 0:
         raise DataError(f"{who}: the batch is empty; a penalty needs at least one input")
     require_real_finite(x, who)
