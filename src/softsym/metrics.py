@@ -398,8 +398,8 @@ def group_elements(group: GroupLike, n_samples: int = DEFAULT_N_SAMPLES, *, seed
 
     Returns (elements (S, d, d) float64, exhaustive, spread (None for compact groups), description).
     ``exhaustive=None`` enumerates finite groups of order <= EXHAUSTIVE_MAX; True forces it (error if impossible),
-    False always samples. Non-compact groups use Group.sample (polar decomposition) with ``spread``
-    (default :data:`softsym.defaults.SAMPLE_SPREAD`).
+    False always samples. Other groups use Group.sample (non-compact ones with ``spread``, default
+    :data:`softsym.defaults.SAMPLE_SPREAD`); the description is :meth:`Group.describe_sampler`'s.
     """
     g = parse_group(group)
     if g.is_complex:
@@ -423,17 +423,9 @@ def group_elements(group: GroupLike, n_samples: int = DEFAULT_N_SAMPLES, *, seed
                               f"{EXHAUSTIVE_MAX} elements); sample it with n_samples")
         els = torch.from_numpy(np.ascontiguousarray(els_all))
         return els, True, None, f"exhaustive ({order} elements)"
-    if g.is_compact:
-        if order is not None:
-            desc = f"uniform over {order} elements"
-        elif not len(g.lie_np):  # finite but too large to enumerate: Group.sample takes long random words
-            desc = "random words in the generators (finite group too large to enumerate)"
-        else:
-            desc = "Haar"
-        sp = None
-    else:
-        sp = defaults.SAMPLE_SPREAD if spread is None else check_spread(spread)
-        desc = f"polar decomposition, spread {sp:g}"
+    sp = None if g.is_compact else (defaults.SAMPLE_SPREAD if spread is None else check_spread(spread))
+    # what Group.sample actually does: Haar, polar decomposition, or the generic exp / random-word sampler
+    desc = f"uniform over {order} elements" if els_all is not None else g.describe_sampler(sp)
     if els_all is not None:  # uniform over the distinct elements
         idx = np.random.default_rng(seed).integers(0, order, size=int(n_samples))
         return torch.from_numpy(np.ascontiguousarray(els_all[idx])), False, sp, desc

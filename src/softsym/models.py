@@ -176,6 +176,11 @@ def _canonical_candidates(candidates) -> tuple:
     if isinstance(candidates, str):
         raise ConfigError(f"candidates must be a list of group specs, got the string {candidates!r}; "
                           f"wrap it in a list: [{candidates!r}]")
+    if isinstance(candidates, (set, frozenset, dict)):
+        why = ("a set's order changes from run to run (PYTHONHASHSEED)" if not isinstance(candidates, dict) else
+               "the strengths are set by the model's tuner (or strengths=[...]), not by the dict's values")
+        raise ConfigError(f"candidates must be a list of group specs, got a {type(candidates).__name__}; give a list: "
+                          f"the order matters (strengths and metrics follow it) and {why}")
     out, keys = [], {}
     for c in candidates:
         key = parse_group(c).key
@@ -194,7 +199,7 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
     ----------
     name : one of ``mlp``, ``emlp``, ``emlp:<group>``, ``rpp``, ``per``, ``soft``.
     ch : hidden channels (default: 384 on EMLP's tasks, 128 on MixedInertia (RPP: 89), as in PER).
-    num_layers : hidden layers (EMLP's default 3).
+    num_layers : hidden layers (EMLP's default 3; 0 gives one linear layer rep_in -> rep_out).
     dtype : parameter dtype (float32 for training; evaluation copies go to float64).
     seed : initialisation seed (the global torch RNG is left untouched).
     opts : passed to the network (e.g. ``basic_wd`` / ``equiv_wd`` for RPP, ``candidates`` or ``strengths``
@@ -210,12 +215,12 @@ def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 
     kind, group_arg = parse_model_name(name)
     if not isinstance(task, Task):
         raise ConfigError(f"build_model needs a Task from softsym.data.make_task, got {type(task).__name__}")
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise ConfigError(f"num_layers must be a positive integer, got {num_layers!r}")
+    if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 0:
+        raise ConfigError(f"num_layers must be a non-negative integer (0: a single linear layer), got {num_layers!r}")
     if ch is None:
         ch = default_channels(kind, task)
-    if not isinstance(ch, int) or ch < 1:
-        raise ConfigError(f"ch must be a positive integer, got {ch!r}")
+    if not isinstance(ch, int) or isinstance(ch, bool) or ch < 1:
+        raise ConfigError(f"ch must be a positive integer (hidden channels), got {ch!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     if dtype not in (torch.float32, torch.float64):

@@ -59,6 +59,8 @@ CHECKPOINT_VERSION = 1
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json")
 #: Config fields that do not change the result (ignored when comparing a run directory's config).
 _VOLATILE = ("run_dir", "resume", "overwrite", "progress", "stop_after", "checkpoint_every", "world_size")
+#: how messages name the run-directory options: the Trainer is used from Python and behind the CLI
+_RESUME, _OVERWRITE, _RUN_DIR = "resume=True (--resume)", "overwrite=True (--overwrite)", "run_dir= / --run-dir"
 
 
 @dataclass
@@ -144,7 +146,7 @@ class TrainConfig:
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite exclude each other: resume continues a run, overwrite replaces it")
         if self.resume and not self.run_dir:
-            raise ConfigError("resume needs a run directory (run_dir / --run-dir) holding the run to continue")
+            raise ConfigError(f"resume needs a run directory ({_RUN_DIR}) holding the run to continue")
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -255,7 +257,7 @@ def load_checkpoint(path) -> Dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's own text would suggest weights_only=False, which is never needed here
         raise ConfigError(f"cannot read checkpoint {path}: the file is corrupt, truncated or not a softsym checkpoint "
-                          f"({type(exc).__name__}); delete it, or use --overwrite, to start the run again") from None
+                          f"({type(exc).__name__}); delete it, or use {_OVERWRITE}, to start the run again") from None
 
 
 def _jsonable(obj):
@@ -362,7 +364,7 @@ class Trainer:
         elif existing is not None:
             if not isinstance(existing, dict) or existing.get("unreadable"):
                 raise ConfigError(f"{cfg_path} is not a readable softsym run config (invalid JSON); use another "
-                                  "--run-dir, or --overwrite to replace the run")
+                                  f"run directory ({_RUN_DIR}), or {_OVERWRITE} to replace the run")
             same = _comparable(existing) == _comparable(cfg)
             if not same:
                 diff = _config_diff(_comparable(existing), _comparable(cfg))
@@ -374,16 +376,16 @@ class Trainer:
                             f"{old_info['sha256']} -> {new_info['sha256']}); {diff}")
                 raise ConfigError(
                     f"run directory {d} holds a run with a different config ({diff}); use another run directory "
-                    "(--run-dir; --out for softsym compare / report), or --overwrite to replace it"
+                    f"({_RUN_DIR}; --out for softsym compare / report), or {_OVERWRITE} to replace it"
                 )
             if not self.config.resume:
                 raise ConfigError(
-                    f"run directory {d} already holds this run; pass --resume to continue it (or to reuse its "
-                    "result) or --overwrite to start again"
+                    f"run directory {d} already holds this run; pass {_RESUME} to continue it (or to reuse its "
+                    f"result) or {_OVERWRITE} to start again"
                 )
         elif occupied:
             raise ConfigError(f"run directory {d} is not empty and holds no softsym run; choose an empty or new "
-                              "directory (or --overwrite to write into it anyway)")
+                              f"directory (or {_OVERWRITE} to write into it anyway)")
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -438,13 +440,13 @@ class Trainer:
         if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or missing:
             raise ConfigError(f"{self.run_dir / 'last.pt'} is not a complete softsym checkpoint"
                               + (f" (missing {', '.join(missing)})" if isinstance(ck, dict) and missing else "")
-                              + "; delete it to restart the run, or use --overwrite")
+                              + f"; delete it to restart the run, or use {_OVERWRITE}")
         try:
             self.model.load_state_dict(ck["model"])
             self.optimizer.load_state_dict(ck["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise ConfigError(f"{self.run_dir / 'last.pt'} does not match this model ({str(exc).splitlines()[0]}); "
-                              "use another --run-dir, or --overwrite to start again") from None
+                              f"use another run directory ({_RUN_DIR}), or {_OVERWRITE} to start again") from None
         self.schedule.load_state_dict(ck["scheduler"])
         if self.tuner is not None and ck.get("tuner") is not None:
             self.tuner.load_state_dict(ck["tuner"])
@@ -586,7 +588,8 @@ class Trainer:
         best_dirty = False
         progress = _Progress(cfg.progress if strat.is_main else False, total=cfg.epochs, done=start_epoch,
                              label=f"{getattr(model, 'model_name', type(model).__name__)} on {task.name}")
-        interrupt = _GracefulInterrupt(enabled=self.run_dir is not None and strat.is_main)
+        interrupt = _GracefulInterrupt(enabled=self.run_dir is not None and strat.is_main,
+                                       sigterm=strat.world_size == 1)
         try:
             with progress, interrupt:
                 for epoch in range(start_epoch, end_epoch):
@@ -682,7 +685,7 @@ class Trainer:
                         interrupt.requested = bool(strat.broadcast_object(interrupt.requested))
                     if interrupt.requested:
                         msg = (f"interrupted after epoch {epoch + 1}; checkpoint saved in {self.run_dir} (resume "
-                               "with --resume / resume=True)")
+                               f"with {_RESUME})")
                         if strat.is_main:
                             sys.stderr.write(msg + "\n")
                         raise KeyboardInterrupt(msg)
@@ -734,7 +737,8 @@ class Trainer:
                          run_dir=out["run_dir"], finished=out["finished"])
 
     def _diverged(self, what: str, value: float, epoch: int, step: int, lr: float) -> None:
-        where = f" (with another --run-dir, or --overwrite to replace {self.run_dir})" if self.run_dir is not None else ""
+        where = (f" (with another run directory ({_RUN_DIR}), or {_OVERWRITE} to replace {self.run_dir})"
+                 if self.run_dir is not None else "")
         raise ModelError(f"training diverged: the {what} is {value} in epoch {epoch + 1} (optimizer step {step}, "
                          f"lr {lr:g}); lower the learning rate (TrainConfig.lr / --lr) and start the run again{where}")
 
@@ -784,37 +788,49 @@ class Trainer:
 
 
 class _GracefulInterrupt:
-    """During a run with a run directory, the first Ctrl-C (SIGINT) only asks the loop to stop at the end of the
-    current epoch, after writing a checkpoint there (so --resume loses nothing); a second Ctrl-C stops at once.
-    Active only in the main thread and when SIGINT has Python's default handler."""
+    """During a run with a run directory, the first Ctrl-C (SIGINT) or SIGTERM only asks the loop to stop at the end
+    of the current epoch, after writing a checkpoint there (so --resume loses nothing); a second one stops at once.
 
-    def __init__(self, enabled: bool):
-        self.enabled, self.requested, self._previous = enabled, False, None
+    SIGINT is taken over only when it has Python's default handler; SIGTERM (what schedulers and ``kill`` send; by
+    default it ends the process without a checkpoint) only when it has the OS default handler and ``sigterm`` is
+    set (single-process runs: a spawned process must keep dying on SIGTERM, which its parent uses to stop it).
+    Without a run directory SIGTERM raises KeyboardInterrupt at once (nothing to save, but the process unwinds).
+    Both are active only in the main thread, and the previous handlers come back on exit."""
+
+    def __init__(self, enabled: bool, sigterm: bool = True):
+        self.enabled, self.sigterm, self.requested = enabled, sigterm, False
+        self._previous: Dict[int, Any] = {}
 
     def _handler(self, signum, frame):
         import signal
 
-        if self.requested:  # second Ctrl-C: stop now (the last checkpoint stays valid)
-            signal.signal(signal.SIGINT, self._previous)
-            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        if self.requested or not self.enabled:  # second signal (or nothing to save): stop now
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt(f"stopped by {name}")
         self.requested = True
-        sys.stderr.write("\ninterrupt: finishing this epoch to save a checkpoint; press Ctrl-C again to stop now\n")
+        again = "press Ctrl-C" if signum == signal.SIGINT else "send SIGTERM"
+        sys.stderr.write(f"\ninterrupt ({name}): finishing this epoch to save a checkpoint; {again} again to stop "
+                         "now\n")
 
     def __enter__(self):
         import signal
         import threading
 
-        if (self.enabled and threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if self.enabled and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handler)
+        if self.sigterm and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handler)
         return self
 
     def __exit__(self, *exc):
         import signal
 
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
         return False
 
 

@@ -184,6 +184,21 @@ def _group_key(spec: str) -> str:
         return spec
 
 
+def _keep_previous_comparison(json_path: Path, png_path: Path, prev: Dict) -> None:
+    """Move compare.json / compare.png of another comparison to compare-previous.* (replacing older ones) and say
+    so: a smaller comparison into the same --out must not silently lose a larger one."""
+    old_json = json_path.with_name("compare-previous.json")
+    old_png = png_path.with_name("compare-previous.png")
+    json_path.replace(old_json)
+    if png_path.exists():
+        png_path.replace(old_png)
+    elif old_png.exists():  # an older comparison's plot would no longer match compare-previous.json
+        old_png.unlink()
+    models = ",".join(map(str, prev.get("models") or []))
+    console.print(f"kept the previous comparison (models {models}, {prev.get('seeds')} seed(s)) as {old_json.name}"
+                  f"{' / ' + old_png.name if old_png.exists() else ''}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def fit(
@@ -202,7 +217,7 @@ def register(app: typer.Typer) -> None:
                                                                      "1000); MixedInertia 8000)."),
         ch: Optional[int] = typer.Option(None, "--ch", help="Hidden channels (384 EMLP tasks; 128, RPP 89 on "
                                                            "MixedInertia)."),
-        num_layers: int = typer.Option(3, "--num-layers", help="Hidden layers."),
+        num_layers: int = typer.Option(3, "--num-layers", help="Hidden layers (0: a single linear layer)."),
         lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (3e-3 EMLP / 1e-3 PER)."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Minibatch size (500)."),
         weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="L2 weight decay."),
@@ -264,7 +279,8 @@ def register(app: typer.Typer) -> None:
                                                                        "(MixedInertia)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default softsym-compare/<task>): "
                                                                "compare.json, compare.png, runs/ (finished runs "
-                                                               "are reused when run again)."),
+                                                               "are reused when run again; a comparison of other "
+                                                               "models or seeds is kept as compare-previous.*)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Retrain runs whose directory holds another "
                                                                   "config, and replace a compare.json / compare.png "
                                                                   "that softsym compare did not write (default: "
@@ -311,18 +327,20 @@ def register(app: typer.Typer) -> None:
         if out_dir.exists() and not out_dir.is_dir():
             raise ConfigError(f"--out {out_dir} exists and is not a directory; choose a directory")
         json_path, png_path = out_dir / "compare.json", out_dir / "compare.png"
+        prev = None
+        if json_path.exists():
+            try:
+                prev = json.loads(json_path.read_text())
+            except (OSError, UnicodeDecodeError, ValueError):
+                prev = None
+        ours = isinstance(prev, dict) and {"task", "models", "seeds", "summary", "runs"} <= set(prev)
         if not overwrite:  # a compare.json / compare.png that softsym compare did not write is never replaced silently
-            prev = None
-            if json_path.exists():
-                try:
-                    prev = json.loads(json_path.read_text())
-                except (OSError, UnicodeDecodeError, ValueError):
-                    prev = None
-            ours = isinstance(prev, dict) and {"task", "models", "seeds", "summary", "runs"} <= set(prev)
             for path in (json_path, png_path):
                 if path.exists() and not ours:
                     raise ConfigError(f"{path} exists and was not written by softsym compare; use another --out, or "
                                       "--overwrite to replace it")
+        # another comparison (other models or seeds) is kept as compare-previous.*, not replaced silently
+        keep_previous = ours and (prev["models"] != names or prev["seeds"] != seeds)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -385,6 +403,8 @@ def register(app: typer.Typer) -> None:
         payload = {"task": task, "models": names, "seeds": seeds, "n_train": n_train, "summary": summary,
                    "soft_beats": verdicts, "runs": [{k: v for k, v in r.items()} for r in runs],
                    "seconds": time.perf_counter() - t0}
+        if keep_previous:
+            _keep_previous_comparison(json_path, png_path, prev)
         json_path.write_text(dumps_strict(payload, indent=1))
         png = plot_comparison(summary, runs, png_path, title=f"{task}: test MSE")
         console.print(f"wrote {json_path} and {png}", highlight=False)

@@ -175,10 +175,17 @@ def _check_c(key: str, c: Optional[float]) -> float:
     return c
 
 
+def _squash(name: str) -> str:
+    """A task name without case, spaces, '-' and '_': EMLP's class names (ParticleInteraction) match ours."""
+    return "".join(ch for ch in name.lower() if ch not in " -_")
+
+
 def _check_name(name) -> str:
+    """The canonical task name (one of TASKS) for ``name``, in any case and with or without '-' / '_'."""
     if not isinstance(name, str):
         raise ConfigError(f"a task name must be a string, got {type(name).__name__}; choose one of: {', '.join(TASKS)}")
     key = name.strip().lower()
+    key = next((t for t in TASKS if _squash(t) == _squash(key)), key)
     if key not in TASKS:
         hint = ""
         if key.startswith("mixed-inertia") or key in MIXED_INERTIA_VARIANTS:
@@ -204,7 +211,8 @@ def _block_scale(x: np.ndarray, blocks) -> np.ndarray:
 
 def make_task(name: str, n_train: int = 1000, n_val: Optional[int] = None, n_test: Optional[int] = None,
               seed: int = 0, c: Optional[float] = None) -> Task:
-    """Generate a task's splits with a seed. Names: see TASKS ("inertia", "mixed-inertia:o2z", ...).
+    """Generate a task's splits with a seed. Names: see TASKS ("inertia", "mixed-inertia:o2z", ...), in any case and
+    with or without '-' / '_' (EMLP's class names O5Synthetic, Inertia, ParticleInteraction work too).
     ``c`` overrides the MixedInertia modification strength (default -1, as in PER's paper).
 
     >>> t = make_task("inertia", n_train=10, seed=0)

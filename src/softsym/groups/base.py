@@ -177,7 +177,14 @@ class Group:
     # ------------------------------------------------------------------ properties
     @property
     def name(self) -> str:
-        return self._name or f"Group(d={self.d}, lie={len(self._lie)}, discrete={len(self._disc)})"
+        """Display name: the one given, else :attr:`_default_name` (distinct for groups with distinct generators)."""
+        return self._name or self._default_name
+
+    @cached_property
+    def _default_name(self) -> str:
+        """Name of an unnamed group: its shape and the first 8 hex digits of :attr:`key`, so that two different
+        unnamed groups never share a name (reports, tables and metrics are keyed by names)."""
+        return f"Group(d={self.d}, lie={len(self._lie)}, discrete={len(self._disc)}, key={self.key[:8]})"
 
     @property
     def lie_algebra(self) -> torch.Tensor:
@@ -297,8 +304,9 @@ class Group:
                spread: Optional[float] = None) -> torch.Tensor:
         """Draw ``n`` group elements as a torch tensor (n, d, d), float64 (complex128 for complex groups).
 
-        Compact groups: Haar (exact for the classical families, uniform for enumerable finite groups);
-        non-compact groups: polar decomposition with ``spread`` (default :data:`softsym.defaults.SAMPLE_SPREAD`).
+        Exact Haar for SO(n), O(n), SU(n); uniform for enumerable finite groups; polar decomposition with ``spread``
+        (default :data:`softsym.defaults.SAMPLE_SPREAD`) for SL, GL+, Sp and the Lorentz groups; groups given only by
+        generators use the generic sampler of :meth:`_sample_np`. :meth:`describe_sampler` says which.
         """
         from .. import defaults
 
@@ -346,6 +354,25 @@ class Group:
         if len(self._disc):
             out = self._random_words(n, rng) @ out
         return out
+
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
+        """How :meth:`sample` draws elements, in words (metrics report it); subclasses with their own sampler
+        override it together with :meth:`_sample_np`."""
+        parts = []
+        if len(self._lie):
+            s = self._spread(spread)
+            parts.append("exp of random Lie-algebra elements " + (
+                "(coefficients ~ N(0, pi^2); approximately Haar)" if self.is_compact
+                else f"(spread {s:g}: coefficients ~ N(0, {s:g}^2))"))
+        if len(self._disc):
+            parts.append("random words (32 steps) in the discrete generators")
+        return " times ".join(parts) or "the identity (trivial group)"
+
+    @staticmethod
+    def _spread(spread: Optional[float]) -> float:
+        from .. import defaults
+
+        return defaults.SAMPLE_SPREAD if spread is None else float(spread)
 
     def _random_words(self, n: int, rng: np.random.Generator, length: int = 32) -> np.ndarray:
         """Random products of discrete generators (and their inverses), a lazy random walk."""

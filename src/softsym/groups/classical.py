@@ -52,6 +52,9 @@ class SO(Group):
     def _sample_np(self, n, rng, spread):
         return haar_special_orthogonal(n, self.d, rng)
 
+    def describe_sampler(self, spread=None):
+        return "Haar"
+
 
 class O(Group):
     """Orthogonal group O(n): so(n) plus the reflection diag(-1, 1, ..., 1)."""
@@ -64,6 +67,9 @@ class O(Group):
 
     def _sample_np(self, n, rng, spread):
         return haar_orthogonal(n, self.d, rng)
+
+    def describe_sampler(self, spread=None):
+        return "Haar"
 
 
 class SU(Group):
@@ -89,6 +95,9 @@ class SU(Group):
     def _sample_np(self, n, rng, spread):
         return haar_unitary(n, self.d, rng, special=True)
 
+    def describe_sampler(self, spread=None):
+        return "Haar"
+
 
 def _elementary(n: int, include_diagonal: bool, traceless: bool) -> np.ndarray:
     gens = []
@@ -112,6 +121,10 @@ def _elementary(n: int, include_diagonal: bool, traceless: bool) -> np.ndarray:
     return np.array(gens).reshape(-1, n, n)
 
 
+def _polar(spread) -> str:
+    return f"polar decomposition K exp(S), spread {Group._spread(spread):g}"
+
+
 class SL(Group):
     """Special linear group SL(n): traceless algebra; sampled as K exp(S), S symmetric traceless."""
 
@@ -122,6 +135,9 @@ class SL(Group):
     def _sample_np(self, n, rng, spread):
         k = haar_special_orthogonal(n, self.d, rng)
         return k @ sym_exp(random_symmetric(n, self.d, rng, spread, traceless=True))
+
+    def describe_sampler(self, spread=None):
+        return _polar(spread)
 
 
 class GLPlus(Group):
@@ -134,6 +150,9 @@ class GLPlus(Group):
     def _sample_np(self, n, rng, spread):
         k = haar_special_orthogonal(n, self.d, rng)
         return k @ sym_exp(random_symmetric(n, self.d, rng, spread, traceless=False))
+
+    def describe_sampler(self, spread=None):
+        return _polar(spread)
 
 
 def symplectic_form(m: int) -> np.ndarray:
@@ -171,6 +190,9 @@ class Sp(Group):
         s = np.block([[a, b], [b, -a]])  # symmetric element of sp(2m)
         return k @ sym_exp(s)
 
+    def describe_sampler(self, spread=None):
+        return _polar(spread)
+
 
 class Scaling(Group):
     """Positive scalings x -> e^t x of R^n (one generator, the identity); t ~ N(0, spread^2)."""
@@ -182,6 +204,10 @@ class Scaling(Group):
     def _sample_np(self, n, rng, spread):
         t = rng.standard_normal(n) * spread
         return np.exp(t)[:, None, None] * np.eye(self.d)
+
+    def describe_sampler(self, spread=None):
+        s = self._spread(spread)
+        return f"e^t I (spread {s:g}: t ~ N(0, {s:g}^2))"
 
 
 def lorentz_generators(spatial: int = 3) -> np.ndarray:
@@ -220,6 +246,11 @@ class _LorentzBase(Group):
             g = pick @ g
         return g
 
+    def describe_sampler(self, spread=None):
+        s = self._spread(spread)
+        text = f"polar decomposition: boost (spread {s:g}: rapidity ~ N(0, {s:g}^2)) times a Haar rotation"
+        return text + (" times a uniform discrete element" if self._discrete else "")
+
 
 class O13(_LorentzBase):
     """Full Lorentz group O(1,3) (EMLP's Lorentz): so(1,3) plus parity P and time reversal T."""
@@ -253,3 +284,7 @@ class SO11p(Group):
 
     def _sample_np(self, n, rng, spread):
         return lorentz_boosts(n, rng, spread, spatial_dims=1)
+
+    def describe_sampler(self, spread=None):
+        s = self._spread(spread)
+        return f"boosts (spread {s:g}: rapidity ~ N(0, {s:g}^2))"

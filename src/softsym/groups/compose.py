@@ -73,6 +73,9 @@ class Embed(Group):
         out[(slice(None),) + np.ix_(self.coords, self.coords)] = inner
         return out
 
+    def describe_sampler(self, spread=None):
+        return self.inner.describe_sampler(spread)
+
 
 class DirectProduct(Group):
     """G1 x G2 acting on R^(d1 d2) by the Kronecker product g1 (x) g2 (block actions go through Embed)."""
@@ -100,3 +103,7 @@ class DirectProduct(Group):
         a = self.factors[0]._sample_np(n, rng, spread)
         b = self.factors[1]._sample_np(n, rng, spread)
         return np.einsum("nij,nkl->nikjl", a, b).reshape(n, self.d, self.d)
+
+    def describe_sampler(self, spread=None):
+        a, b = (f.describe_sampler(spread) for f in self.factors)
+        return a if a == b == "Haar" else f"Kronecker product of ({a}) and ({b})"

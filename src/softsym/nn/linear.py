@@ -142,14 +142,22 @@ def _adjoint(expander: nn.Module, like: torch.Tensor, target: torch.Tensor) -> t
     return grad
 
 
+def _check_group_arg(group, layer: str) -> None:
+    """Refuse a bool in the group slot: before ``group`` became positional, a third argument meant nothing else."""
+    if isinstance(group, (bool, np.bool_)):
+        raise ConfigError(f"{layer}'s third argument is the group (e.g. 'O(3)'), got {group!r}; options such as bias "
+                          "are keywords: bias=False")
+
+
 class EquivariantLinear(nn.Module):
     """Linear map rep_in -> rep_out that commutes with the group: y = W x + b, W = Q c, b = Q_b c_b.
 
     Parameters
     ----------
-    rep_in, rep_out : Rep bound to one group, or rep strings with ``group=``.
+    rep_in, rep_out : Rep bound to one group, or rep strings with ``group``.
+    group : Group or spec string used to bind unbound reps / strings; third positional argument (as for EMLP, MLP,
+        RPP) or keyword.
     bias : learn an invariant bias (coefficients of the invariant basis of rep_out).
-    group : Group or spec string used to bind unbound reps / strings.
     dtype, device : of parameters and basis buffers (float32 by default; ``.double()`` keeps bases exact).
 
     coef_scale : "none" (default) trains the orthonormal-basis coefficients; "l1" / "emlp" scale each trained
@@ -161,10 +169,11 @@ class EquivariantLinear(nn.Module):
     b are cached until the parameters change.
     """
 
-    def __init__(self, rep_in, rep_out, *, bias: bool = True, group=None, coef_scale: str = "none", dtype=None,
+    def __init__(self, rep_in, rep_out, group=None, *, bias: bool = True, coef_scale: str = "none", dtype=None,
                  device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
+        _check_group_arg(group, "EquivariantLinear")
         self.rep_in = bind_rep(rep_in, group, "rep_in")
         self.rep_out = bind_rep(rep_out, group if group is not None else self.rep_in.group, "rep_out")
         if self.rep_in.group != self.rep_out.group:
@@ -293,9 +302,10 @@ class RPPLinear(nn.Module):
     """Residual-pathway-prior linear layer (Finzi, Benton & Wilson, NeurIPS 2021): W = Q c + W_basic,
     b = Q_b c_b + b_basic. The dense path starts at ``basic_scale`` (1e-3) times a dense nn.Linear init."""
 
-    def __init__(self, rep_in, rep_out, *, group=None, basic_scale: float = 1e-3, dtype=None, device=None):
+    def __init__(self, rep_in, rep_out, group=None, *, basic_scale: float = 1e-3, dtype=None, device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
+        _check_group_arg(group, "RPPLinear")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             self.equivariant = EquivariantLinear(rep_in, rep_out, group=group, **fk)

@@ -6,6 +6,7 @@ MLP and EMLP) and ``n_parameters``.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -14,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError, RepError, SoftsymError
+from ..groups.base import Group
 from ..groups.parse import parse_group
 from ..reps.base import Rep
-from ..soft.symmetry import SoftSymmetry
+from ..soft.symmetry import DEFAULT_STRENGTHS, SoftSymmetry
 from ._util import (as_group, as_seed, as_unbound_rep, bind_rep, check_real_group, check_same_d, factory_kwargs,
                     zero_scalar)
 from .bilinear import BiLinear
@@ -32,6 +34,52 @@ def _check_layers(num_layers) -> int:
     if not isinstance(num_layers, (int, np.integer)) or isinstance(num_layers, bool) or num_layers < 0:
         raise ConfigError(f"num_layers must be a non-negative integer, got {num_layers!r}")
     return int(num_layers)
+
+
+#: relative residual below which a Lie generator counts as lying in another group's Lie algebra
+LIE_SPAN_TOL = 1e-8
+
+
+def lie_algebra_contains(big: Group, small: Group, tol: float = LIE_SPAN_TOL) -> bool:
+    """True when every Lie generator of ``small`` lies in the span of ``big``'s (float64 least squares on the
+    flattened generators, residual <= tol relative to the generator's norm); a finite ``small`` is contained."""
+    if not len(small.lie_np):
+        return True
+    d2 = small.d * small.d
+    rhs = small.lie_np.reshape(len(small.lie_np), d2).T.astype(np.float64)  # (d^2, k_small)
+    basis = big.lie_np.reshape(len(big.lie_np), big.d * big.d).T.astype(np.float64)  # (d^2, k_big)
+    norms = np.linalg.norm(rhs, axis=0)
+    if not basis.shape[1] or basis.shape[0] != d2:
+        return bool(np.all(norms == 0))
+    coef = np.linalg.lstsq(basis, rhs, rcond=None)[0]
+    return bool(np.all(np.linalg.norm(basis @ coef - rhs, axis=0) <= tol * norms))
+
+
+def covering_candidate(groups: Sequence[Group]) -> Optional[int]:
+    """Index of the candidate whose Lie algebra contains every other candidate's (the largest Lie algebra, the first
+    on ties; the first when all are finite), or None when no candidate's does."""
+    covering = [i for i, g in enumerate(groups) if all(lie_algebra_contains(g, h) for h in groups)]
+    return max(covering, key=lambda i: (len(groups[i].lie_np), -i)) if covering else None
+
+
+def _warn_first_candidate(groups: Sequence[Group], names: Sequence[str]) -> None:
+    """Warn that full_group fell back to the first candidate although its Lie algebra misses some candidate's."""
+    outside = [n for n, h in zip(names, groups) if not lie_algebra_contains(groups[0], h)]
+    warnings.warn(f"SoftEMLP: no candidate's Lie algebra contains every other candidate's, so full_group defaults to "
+                  f"the first candidate {names[0]}, whose Lie algebra does not contain that of {', '.join(outside)}; "
+                  "pass full_group= (the group the architecture is built for, e.g. one containing every candidate)",
+                  UserWarning, stacklevel=3)
+
+
+def _pick_candidates(groups, candidates):
+    """``groups`` or its keyword alias ``candidates`` (exactly one of them)."""
+    if groups is not None and candidates is not None:
+        raise ConfigError("SoftEMLP got both groups= and candidates= (the same argument under two names); give "
+                          "the candidate groups once")
+    if groups is None and candidates is None:
+        raise ConfigError("SoftEMLP's candidate groups must be given: pass them third or as candidates=[...], e.g. "
+                          "candidates=['O(3)', 'O(2)@z']")
+    return groups if groups is not None else candidates
 
 
 def _hidden_reps(ch, num_layers: int, group, seed: int, *, unbound_d=None, dual_differs=None) -> List[Rep]:
@@ -272,11 +320,18 @@ class RPP(_ModelMixin, nn.Module):
 class SoftEMLP(_ModelMixin, nn.Module):
     """Soft / mixed-symmetry EMLP with the projection-based equivariance regularizer (PER, Kim et al. 2023).
 
-    The EMLP architecture built for ``full_group`` (default: the first candidate): hidden reps
+    ``groups`` (alias ``candidates=``): the candidate groups, a list of specs / Groups, or a dict {spec: strength}
+    (see :class:`~softsym.soft.symmetry.SoftSymmetry`).
+
+    The EMLP architecture built for ``full_group``: hidden reps
     ``uniform_rep(ch, full_group)``, bilinear layers and gates of full_group (hence exact for its subgroups),
     but every linear layer is dense (``nn.Linear``), plus the RPP swish path in the nonlinearity
     (``swish_path=False`` removes it; ``bilinear=False`` drops the bilinear layers, a cheaper variant).
-    ``self.symmetry = SoftSymmetry(groups, strengths)``.
+    ``self.symmetry = SoftSymmetry(groups, strengths)``. Default ``full_group``: the candidate whose Lie algebra
+    contains every other candidate's (the largest, the first on ties; e.g. O(3) among O(3), O(2)@x, O(2)@z), which is
+    also the candidate the PER tuner leaves unregularised. When the Lie algebras do not decide (all candidates
+    finite, or none contains all the others) it is the first candidate, with a UserWarning in the second case:
+    pass ``full_group=`` explicitly then (``build_model`` passes the task's group).
 
     ``layer_residuals()`` (L, J): R_lj = 1/2||W_l - P_j W_l||^2 + 1/2||b_l - P_j b_l||^2 with P_j the projector
     onto G_j-equivariant maps (layer reps re-bound to every candidate), factored per tensor block, never dense.
@@ -294,18 +349,22 @@ class SoftEMLP(_ModelMixin, nn.Module):
     only 2.08, gradient and weights 1.39; the exact O(2)@z EMLP: 1.69 / 2.39 with l1 / orthonormal coefficients).
     """
 
-    def __init__(self, rep_in, rep_out, groups, ch=128, num_layers: int = 3, *, full_group=None,
-                 strengths=1.0, swish_path: bool = True, bilinear: bool = True, penalty: str = "loss",
-                 seed: int = 0, names: Optional[Sequence[str]] = None, dtype=None, device=None):
+    def __init__(self, rep_in, rep_out, groups=None, ch=128, num_layers: int = 3, *, candidates=None,
+                 full_group=None, strengths=DEFAULT_STRENGTHS, swish_path: bool = True, bilinear: bool = True,
+                 penalty: str = "loss", seed: int = 0, names: Optional[Sequence[str]] = None, dtype=None,
+                 device=None):
         super().__init__()
         if penalty not in ("loss", "prox"):
             raise ConfigError(f"SoftEMLP penalty must be 'loss' or 'prox', got {penalty!r}")
         self.penalty = penalty
         fk = factory_kwargs(dtype, device)
-        self.symmetry = SoftSymmetry(groups, strengths, names=names)
+        self.symmetry = SoftSymmetry(_pick_candidates(groups, candidates), strengths, names=names)
         cands = [check_real_group(g) for g in self.symmetry.groups]
         self.groups = cands
-        self.full_group = check_real_group(parse_group(full_group)) if full_group is not None else cands[0]
+        check_same_d(cands)
+        covering = covering_candidate(cands) if full_group is None else None
+        self.full_group = check_real_group(parse_group(full_group)) if full_group is not None \
+            else cands[0 if covering is None else covering]
         d = check_same_d(cands + [self.full_group], "candidate groups and full_group")
         for name, g in zip(self.symmetry.names, cands):
             why = architecture_mismatch(self.full_group, g, bilinear)
@@ -314,6 +373,8 @@ class SoftEMLP(_ModelMixin, nn.Module):
                                   f"{self.full_group.name}: {why}. Pass full_group= a group of the candidate's "
                                   f"kind (e.g. an orthogonal or general one containing every candidate), or drop "
                                   f"the candidate")
+        if full_group is None and covering is None:  # after the checks: a refused candidate needs no warning
+            _warn_first_candidate(cands, self.symmetry.names)
         self.seed = as_seed(seed)
         for spec, what in ((rep_in, "rep_in"), (rep_out, "rep_out")):
             if isinstance(spec, Rep) and spec.group is not None and spec.group.d != d:

@@ -6,7 +6,7 @@ penalties, Lie-derivative penalties) produces one *residual* R_j per candidate g
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -15,7 +15,18 @@ from ..errors import ConfigError
 from ..groups.base import Group
 from ..groups.parse import parse_group
 
-__all__ = ["SoftSymmetry"]
+__all__ = ["SoftSymmetry", "DEFAULT_STRENGTHS"]
+
+
+class _DefaultStrengths:
+    """Marks ``strengths`` as not given: 1.0 for every candidate, or a dict's values (and a dict plus explicit
+    strengths can be refused). A marker rather than None, which stays an invalid strength."""
+
+    def __repr__(self) -> str:
+        return "1.0"
+
+
+DEFAULT_STRENGTHS = _DefaultStrengths()
 
 
 def _as_strengths(values) -> torch.Tensor:
@@ -26,26 +37,46 @@ def _as_strengths(values) -> torch.Tensor:
         raise ConfigError(f"strengths must be a float or a list of floats (one per candidate), got {values!r}") from None
 
 
+def _candidate_specs(groups, strengths):
+    """(list of candidate specs, strengths) from a spec / Group, a list or tuple of them, or a dict
+    {spec: strength}. Sets are refused: strengths, residuals and names are matched to candidates by position."""
+    if isinstance(groups, (str, Group)):
+        return [groups], strengths
+    if isinstance(groups, (set, frozenset)):
+        raise ConfigError(f"candidate groups were given as a {type(groups).__name__} {sorted(map(str, groups))}; give "
+                          "a list: the order matters (strengths, residuals and names are matched to the candidates by "
+                          "position) and a set's order changes from run to run (PYTHONHASHSEED)")
+    if isinstance(groups, dict):
+        if strengths is not DEFAULT_STRENGTHS:
+            raise ConfigError("candidate groups were given as a dict {spec: strength} and strengths= was given too; "
+                              "give the strengths once: either as the dict's values or as a list of candidates with "
+                              "strengths=")
+        return list(groups), list(groups.values())
+    if groups is None or not hasattr(groups, "__iter__"):
+        raise ConfigError(f"candidate groups must be a group spec, a Group or a list of them (e.g. ['O(3)', "
+                          f"'O(2)@z']), got {type(groups).__name__}")
+    return list(groups), strengths
+
+
 class SoftSymmetry(nn.Module):
     """Candidate groups with strengths.
 
     Parameters
     ----------
-    groups : list of Group or spec strings, e.g. ["O(3)", "O(2)@x", "O(2)@y", "O(2)@z"].
-    strengths : initial lambda_j (a float for all, or one per group); default 1.0.
+    groups : list (or tuple) of Group or spec strings, e.g. ["O(3)", "O(2)@x", "O(2)@y", "O(2)@z"]; or a dict
+        {spec: strength}, e.g. {"O(3)": 0.0, "O(2)@z": 10.0}. Sets are refused (their order is not reproducible).
+    strengths : initial lambda_j (a float for all, or one per group); default 1.0 (or the dict's values).
     names : display names (default: the group names).
 
     The strengths live in the buffer ``strengths`` (float64, moves with ``.to(device)``, saved in state_dict).
     ``history`` holds one dict per tuner update: {"step": int, "strengths": [...], "residuals": [...]}.
     """
 
-    def __init__(self, groups: Sequence, strengths=1.0, *, names: Optional[Sequence[str]] = None):
+    def __init__(self, groups: Union[Sequence, Dict], strengths=DEFAULT_STRENGTHS, *,
+                 names: Optional[Sequence[str]] = None):
         super().__init__()
-        if isinstance(groups, (str, Group)):
-            groups = [groups]
-        if groups is None or not hasattr(groups, "__iter__"):
-            raise ConfigError(f"candidate groups must be a group spec, a Group or a list of them (e.g. ['O(3)', "
-                              f"'O(2)@z']), got {type(groups).__name__}")
+        groups, strengths = _candidate_specs(groups, strengths)
+        strengths = 1.0 if strengths is DEFAULT_STRENGTHS else strengths
         self.groups: List[Group] = [parse_group(g) for g in groups]
         if not self.groups:
             raise ConfigError("SoftSymmetry needs at least one candidate group")

@@ -56,6 +56,27 @@ from ..groups.parse import parse_group
 __all__ = ["StrengthTuner", "PERTuner", "SoftTuner", "TunerContext", "TUNERS", "make_tuner"]
 
 
+def _is_number(v) -> bool:
+    """A finite real number (int, float or numpy scalar; bools and strings are not numbers here)."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _number(label: str, v, rule: str, ok: Callable[[float], bool] = lambda v: True) -> float:
+    """``v`` as a float; ConfigError "<label> must be <rule>" unless it is a finite number with ``ok(v)``."""
+    if not _is_number(v) or not ok(v):
+        raise ConfigError(f"{label} must be {rule}, got {v!r}")
+    return float(v)
+
+
+def _integer(label: str, v, minimum: int, rule: str, optional: bool = False) -> Optional[int]:
+    """``v`` as an int >= ``minimum`` (None passes when ``optional``); ConfigError "<label> must be <rule>"."""
+    if optional and v is None:
+        return None
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < minimum:
+        raise ConfigError(f"{label} must be {rule}, got {v!r}")
+    return int(v)
+
+
 @dataclass
 class TunerContext:
     """What a tuner may look at after an optimiser step (built by the trainer)."""
@@ -181,20 +202,13 @@ class PERTuner(StrengthTuner):
     def __init__(self, lambda_init: float = 100.0, power: float = 2.0, adjust_at: Optional[int] = None,
                  window: Optional[int] = None, warmup: Optional[int] = None, record_every: Optional[int] = None):
         super().__init__()
-        def number(v) -> bool:
-            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-        if not number(lambda_init) or lambda_init < 0:
-            raise ConfigError(f"lambda_init must be finite and >= 0, got {lambda_init!r}")
-        if not number(power) or power < 0:
-            raise ConfigError(f"power must be a finite number >= 0 (PER: 2), got {power!r}")
-        for name, v in (("adjust_at", adjust_at), ("window", window), ("record_every", record_every)):
-            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
-                raise ConfigError(f"{name} must be a positive integer (epochs) or None, got {v!r}")
-        if warmup is not None and (not isinstance(warmup, (int, np.integer)) or isinstance(warmup, bool) or warmup < 0):
-            raise ConfigError(f"warmup must be a non-negative integer or None, got {warmup!r}")
-        self.lambda_init, self.power = float(lambda_init), float(power)
-        self._adjust_at, self._window, self._warmup, self._record_every = adjust_at, window, warmup, record_every
+        self.lambda_init = _number("lambda_init", lambda_init, "finite and >= 0", lambda v: v >= 0)
+        self.power = _number("power", power, "a finite number >= 0 (PER: 2)", lambda v: v >= 0)
+        epochs = "a positive integer (epochs) or None"
+        self._adjust_at = _integer("adjust_at", adjust_at, 1, epochs, optional=True)
+        self._window = _integer("window", window, 1, epochs, optional=True)
+        self._record_every = _integer("record_every", record_every, 1, epochs, optional=True)
+        self._warmup = _integer("warmup", warmup, 0, "a non-negative integer or None", optional=True)
         self.tracked: Optional[List[float]] = None
         self.calls = 0
         self.adjusted = False
@@ -353,25 +367,30 @@ class SoftTuner(StrengthTuner):
                  group_samples: int = 2, lo: float = 1e-4, hi: float = 1e6, max_val: int = 1000, seed: int = 0,
                  reps=None, record_every: Optional[int] = None, restart: bool = True):
         super().__init__()
-        if not (init > 0 and math.isfinite(init)):
-            raise ConfigError(f"SoftTuner init must be a positive finite number, got {init}")
-        if not (0 < lo <= init <= hi):
+        positive = lambda v: v > 0  # noqa: E731
+        self.init = _number("SoftTuner init", init, "a positive finite number", positive)
+        self.lo = _number("SoftTuner lo", lo, "a positive finite number", positive)
+        self.hi = _number("SoftTuner hi", hi, "a positive finite number", positive)
+        if not (self.lo <= self.init <= self.hi):
             raise ConfigError(f"SoftTuner needs 0 < lo <= init <= hi, got lo={lo}, init={init}, hi={hi}")
-        if every is not None and int(every) < 1:
-            raise ConfigError(f"SoftTuner every must be >= 1, got {every}")
-        if lr is not None and not (lr > 0 and math.isfinite(lr)):
-            raise ConfigError(f"SoftTuner lr must be a positive number, got {lr}")
-        if not (accept < reject) or not (0 <= warmup < 1) or int(group_samples) < 1 or int(max_val) < 2:
-            raise ConfigError("SoftTuner needs accept < reject, 0 <= warmup < 1, group_samples >= 1, max_val >= 2")
-        if not (0 < window <= 1 - warmup):
-            raise ConfigError(f"SoftTuner window must be in (0, 1 - warmup], got window={window}, warmup={warmup}")
-        self.window = float(window)
+        self._every = _integer("SoftTuner every", every, 1, "an integer >= 1 (optimiser steps) or None", optional=True)
+        self._lr = None if lr is None else _number("SoftTuner lr", lr, "a positive finite number or None", positive)
+        self.accept = _number("SoftTuner accept", accept, "a finite number (t_a, default 1)")
+        self.reject = _number("SoftTuner reject", reject, "a finite number (t_r, default 3)")
+        if not self.accept < self.reject:
+            raise ConfigError(f"SoftTuner needs accept < reject, got accept={accept}, reject={reject}")
+        self.warmup = _number("SoftTuner warmup", warmup, "a fraction of the run in [0, 1)", lambda v: 0 <= v < 1)
+        self.window = _number("SoftTuner window", window, f"a fraction of the run in (0, 1 - warmup] = (0, "
+                              f"{1 - self.warmup:g}]", lambda v: 0 < v <= 1 - self.warmup)
+        self.group_samples = _integer("SoftTuner group_samples", group_samples, 1, "an integer >= 1")
+        self.max_val = _integer("SoftTuner max_val", max_val, 2, "an integer >= 2")
+        self.seed = _integer("SoftTuner seed", seed, 0, "a non-negative integer")
+        self._record_every = _integer("SoftTuner record_every", record_every, 1, "an integer >= 1 or None",
+                                      optional=True)
+        if not isinstance(restart, (bool, np.bool_)):
+            raise ConfigError(f"SoftTuner restart must be True or False, got {restart!r}")
         self.restart = bool(restart)
-        self.init, self._every, self._lr = float(init), None if every is None else int(every), lr
-        self.accept, self.reject, self.warmup = float(accept), float(reject), float(warmup)
-        self.group_samples, self.max_val, self.seed = int(group_samples), int(max_val), int(seed)
-        self.lo, self.hi = float(lo), float(hi)
-        self._reps, self._record_every = reps, record_every
+        self._reps = reps
         self.scale = 1.0
         self.log_lt: Optional[torch.Tensor] = None
         self.t = 0
