@@ -159,7 +159,7 @@ def test_cli_report_exact_models_judge_the_lorentz_function(tmp_path, capsys):
     out = tmp_path / "lor"
     code, _, err = _run(["report", "--task", "particle-interaction", "--n-train", "1000", "--n-val", "200",
                          "--n-test", "1000", "--epochs", "100", "--ch", "128", "--num-layers", "2",
-                         "--candidates", "O(1,3)", "--no-skeletons", "--group-samples", "4", "--out", str(out),
+                         "--candidates", "O(1,3)", "--no-skeletons", "--group-samples", "16", "--out", str(out),
                          "--no-progress"], capsys)
     assert code == 0, err
     row = json.loads((out / "report.json").read_text())["candidates"][0]

@@ -146,3 +146,87 @@ def test_unknown_group_names_suggest_a_spelling(spec, hint):
     msg = str(exc.value)
     assert "Known groups:" in msg and "Grammar:" in msg
     assert (hint in msg) if hint else ("did you mean" not in msg)
+
+
+# ---------------------------------------------------------------- foundation / report user pass (helper 16)
+def test_csv_with_semicolons_and_decimal_commas_keeps_its_first_row(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 3))
+    y = (x ** 2).sum(1)
+    path = tmp_path / "semi.csv"
+    path.write_text("".join(";".join(f"{v:.6f}".replace(".", ",") for v in row) + "\n" for row in np.c_[x, y]))
+    task = __import__("softsym").load_task(path, group="O(3)", rep_in="V", rep_out="V0", normalise=False)
+    assert sum(task.info["sizes"]) == 200
+    allx = torch.cat([task.x_train, task.x_val, task.x_test]).numpy()
+    assert np.isclose(allx, np.round(x[0], 6)).all(axis=1).any()  # row 0 is there
+
+
+def test_small_splits_are_untestable_not_holds():
+    from softsym.report import _max_signed_rank_z, _powerless
+
+    assert _powerless(12) and not _powerless(13)
+    assert _max_signed_rank_z(13) > 3.09 > _max_signed_rank_z(12)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 3))
+    task = task_from_arrays(x, x[:, 0] ** 2 + x[:, 1] ** 2, group="O(3)", rep_in="V", rep_out="V0", n_val=4,
+                            n_test=8)
+    probe = build_model("mlp", task, ch=8, num_layers=1)
+    rep = symmetry_report(probe, task, ["O(3)", "O(2)@z"])
+    assert [r["verdict"] for r in rep["candidates"]] == ["untestable", "untestable"]
+    assert "too few" in rep["candidates"][0]["reason"] and rep["candidates"][0]["candidate"] == "O(3)"
+
+
+def test_function_only_needs_a_broken_distribution_test():
+    from softsym.report import combine_verdicts
+
+    assert combine_verdicts("uncertain", "holds") == "holds"
+    assert combine_verdicts("broken", "holds") == "holds (function only)"
+    assert combine_verdicts("holds", "holds") == "holds"
+
+
+def test_report_candidate_lists_are_checked_and_order_free():
+    task = _learnable_task(200)
+    probe = build_model("mlp", task, ch=8, num_layers=1)
+    for bad, match in (([], "candidates is empty"), (["O(3)", "O(3)"], "more than once"),
+                       ({"O(3)"}, "a set has no stable order")):
+        with pytest.raises(ConfigError, match=match):
+            symmetry_report(probe, task, bad)
+    a = {r["group"]: r["z"] for r in symmetry_report(probe, task, ["O(3)", "O(2)@z"])["candidates"]}
+    b = {r["group"]: r["z"] for r in symmetry_report(probe, task, ["O(2)@z", "O(3)"])["candidates"]}
+    assert a == b
+
+
+def test_rep_arithmetic_with_numbers_and_projector_matmul():
+    import softsym
+    from softsym import V
+    from softsym.errors import RepError
+
+    with pytest.raises(RepError, match="3\\*V0"):
+        V + 3
+    with pytest.raises(RepError, match="non-negative integer"):
+        2.5 * V
+    basis = softsym.equivariant_basis(softsym.rep("V**2", "O(3)"))
+    proj = softsym.Projector(basis)
+    v = torch.randn(9, dtype=torch.float64)
+    assert torch.allclose(proj @ v, proj(v))
+
+
+def test_loose_tol_and_bad_dense_cap_messages(monkeypatch):
+    import softsym
+    from softsym import defaults
+    from softsym.errors import SolverError
+
+    with pytest.raises(SolverError, match="tol is too loose"):
+        softsym.equivariant_basis(softsym.rep("V**2", "O(3)"), tol=0.5, cache=False)
+    monkeypatch.setenv("SOFTSYM_MAX_DENSE_BYTES", "-5")
+    with pytest.raises(ConfigError, match="positive number of bytes"):
+        defaults.max_dense_bytes()
+
+
+def test_weights_path_reports_true_singular_values():
+    import softsym
+
+    basis = softsym.equivariant_basis(softsym.rep("Hom(V**3, V**3)", "SO(1,3)"), cache=False)
+    assert basis.dim == 25
+    info = next(iter(basis.spectrum.values()))
+    assert max(info["smallest_singular_values"][:25]) < 1e-12 and info["gap"] > 1e10

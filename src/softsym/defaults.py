@@ -46,12 +46,15 @@ def max_dense_bytes() -> int:
     """Memory cap for :attr:`Basis.Q` (bytes); ``SOFTSYM_MAX_DENSE_BYTES`` overrides the 2 GiB default."""
     value = os.environ.get("SOFTSYM_MAX_DENSE_BYTES")
     if value:
-        try:
-            return int(float(value))
-        except ValueError:
-            from .errors import ConfigError
+        from .errors import ConfigError
 
+        try:
+            cap = float(value)
+        except ValueError:
             raise ConfigError(f"SOFTSYM_MAX_DENSE_BYTES={value!r} is not a number of bytes, e.g. 2e9") from None
+        if not (cap > 0 and cap < float("inf")):
+            raise ConfigError(f"SOFTSYM_MAX_DENSE_BYTES={value!r} must be a positive number of bytes, e.g. 2e9")
+        return int(cap)
     return 2 * 1024**3
 
 

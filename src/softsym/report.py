@@ -7,6 +7,7 @@ Agg backend, so nothing here needs a display.
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Dict, Iterable, List, Optional, Sequence
 
 __all__ = ["summarize", "paired_difference", "beats", "plot_comparison", "format_mse", "symmetry_report",
@@ -197,13 +198,30 @@ def _min_p(n: int) -> float:
     return 0.5 * math.erfc(_max_signed_rank_z(n) / math.sqrt(2.0))
 
 
+def _powerless(n: int) -> bool:
+    """True when n samples cannot reach p < BROKEN_P (n < 13): a broken symmetry could never be called broken, so
+    a passed test would say nothing either."""
+    return _min_p(n) >= BROKEN_P
+
+
 def _candidate_list(candidates, task) -> list:
     from .errors import ConfigError
 
     if isinstance(candidates, str):
         raise ConfigError(f"candidates must be a list of group specs, got the string {candidates!r}; wrap it in a "
                           f"list: [{candidates!r}]")
-    return list(candidates) if candidates else list(task.candidates)
+    if candidates is None:
+        return list(task.candidates)
+    if isinstance(candidates, (set, frozenset)):
+        raise ConfigError("candidates must be a list (a set has no stable order); e.g. sorted(your_set)")
+    out = list(candidates)
+    if not out:
+        raise ConfigError("candidates is empty; give at least one group spec, or None for the task's candidates")
+    labels = [c if isinstance(c, str) else getattr(c, "name", repr(c)) for c in out]
+    dup = sorted({c for c in labels if labels.count(c) > 1})
+    if dup:
+        raise ConfigError(f"candidates lists {', '.join(dup)} more than once; give each candidate once")
+    return out
 
 
 def _check_split(task, split: str):
@@ -250,8 +268,8 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
     if len(x) < 2:
         raise ConfigError(f"the {split} split has {len(x)} sample(s); the symmetry test needs at least 2")
     cands = _candidate_list(candidates, task)
-    # with few samples the signed-rank test cannot reach p < HOLDS_P: "holds" would only mean "too few samples"
-    powerless = _min_p(len(x)) >= HOLDS_P
+    # with few samples the signed-rank test cannot reach p < BROKEN_P: "holds" would only mean "too few samples"
+    powerless = _powerless(len(x))
     x64, y64 = x.double(), y.double()
     params = list(model.parameters())
     dtype = params[0].dtype if params else torch.float64
@@ -285,11 +303,12 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
                 if not isinstance(spec, str):
                     spec = group.name
                 if group.is_complex:  # a complex group cannot act on real data: nothing to test
-                    rows.append({"group": spec, "z": 0.0, "p_value": 1.0, "mean_gap": float("nan"),
+                    rows.append({"group": spec, "candidate": spec, "z": 0.0, "p_value": 1.0, "mean_gap": float("nan"),
                                  "loss_increase": float("nan"), "verdict": "untestable", "group_samples": 0,
                                  "reason": f"{group.name} is a complex group: it cannot act on real data"})
                     continue
-                rng = np.random.default_rng([seed, j, 2718])
+                # seeded by the candidate itself, not its position: a candidate's z does not depend on the list
+                rng = np.random.default_rng([seed, zlib.crc32(group.key.encode()), 2718])
                 tol = exact_tol * scale
                 gaps, zs = [], []
                 for _ in range(group_samples):  # a fresh element per sample: the pairs (z_i, g_i z_i) are independent
@@ -302,14 +321,14 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
                 no_power = float(d.abs().max()) <= tol
                 z = 0.0 if no_power else float(np.mean(zs))
                 p = 0.5 * math.erfc(z / math.sqrt(2.0))
-                row = {"group": spec, "z": z, "p_value": p, "mean_gap": m,
+                row = {"group": spec, "candidate": spec, "z": z, "p_value": p, "mean_gap": m,
                        "loss_increase": m / base_mean if base_mean > 0 else float("nan"),
                        "verdict": _verdict(p, no_power or powerless), "group_samples": group_samples}
                 if no_power:
                     row["reason"] = "the probe is exactly equivariant to this group (no loss change)"
                 elif powerless:
                     row["reason"] = (f"{len(x64)} {split} samples are too few for the signed-rank test to reach "
-                                     f"p < {HOLDS_P:g} (smallest possible p {_min_p(len(x64)):.3g}); give a larger "
+                                     f"p < {BROKEN_P:g} (smallest possible p {_min_p(len(x64)):.3g}); give a larger "
                                      "split (--n-test)")
                 rows.append(row)
     finally:
@@ -413,7 +432,7 @@ def exact_model_comparison(probe, exact_models: Dict[str, object], task, *, spli
     constant_mean = _constant_mse(task, y)
     unlearned = constant_mean > 0 and base_mean >= constant_mean  # (a constant target: any perfect fit is a fit)
     # with too few samples no difference is significant: the loss ratio alone can then say "holds"
-    powerless = _min_p(len(x)) >= HOLDS_P
+    powerless = _powerless(len(x))
     out = {}
     for spec, model in exact_models.items():
         e = _split_losses(model, x, y) - base
@@ -460,8 +479,8 @@ def combine_verdicts(distribution: str, exact: Optional[str]) -> str:
         raise ConfigError(f"unknown exact-model verdict {exact!r}; expected holds, uncertain, broken, 'n/a' or None")
     if exact is None or exact == "n/a":
         return distribution
-    if exact == "holds":
-        return "holds" if distribution in ("holds", "untestable") else "holds (function only)"
+    if exact == "holds":  # "function only" needs real evidence against the inputs' symmetry, not a weak test
+        return "holds (function only)" if distribution == "broken" else "holds"
     if exact == "uncertain" and distribution == "holds":
         return "holds"  # an inconclusive heuristic comparison does not outweigh a passed exchangeability test
     return exact

@@ -303,10 +303,13 @@ def _read_table(path: Path, raw: bytes, n_cols: int) -> np.ndarray:
     # the delimiter that splits the last row (always data) into the expected number of columns, else the type's own
     delimiter = next((d for d in order if len(_split(rows[-1][1], d)) == n_cols), order[0])
 
+    def number(v: str) -> bool:  # "0.5", "nan", or a decimal comma "0,5"
+        return _is_number(v) or _decimal_comma(v)
+
     def header(line: str) -> bool:  # column names: no field is a finite number and some field is no number at all
         parts = _split(line, delimiter)
-        return (not any(_is_number(v) and math.isfinite(float(v)) for v in parts)
-                and not all(_is_number(v) for v in parts))
+        return (not any(number(v) and math.isfinite(_to_float(v)) for v in parts)
+                and not all(number(v) for v in parts))
 
     if header(rows[0][1]):
         rows = rows[1:]

@@ -41,6 +41,18 @@ class Component:
         return self.offsets[:, None] + self.base[None, :]
 
 
+def _refuse_operand(other, op: str) -> None:
+    """RepError for numbers combined with a rep in a way the algebra has no meaning for (other types: Python's own
+    TypeError via NotImplemented)."""
+    if isinstance(other, (bool, np.bool_)):
+        raise RepError(f"a rep cannot be combined with the bool {other!r} by {op!r}")
+    if isinstance(other, (int, float, np.number)):
+        if op == "+":
+            raise RepError(f"a number cannot be added to a rep (got {other!r}); for k scalar channels add k*V0, "
+                           "e.g. V + 3*V0")
+        raise RepError(f"a rep's multiplicity must be a non-negative integer, got {other!r}; e.g. 3*V")
+
+
 class Rep:
     """Base class of representations. Build them with V, V0, T(p, q), +, n*R, R*R, R@R, R**k, R.T, Hom."""
 
@@ -127,24 +139,28 @@ class Rep:
         if isinstance(other, int) and other == 0:
             return self
         if not isinstance(other, Rep):
+            _refuse_operand(other, "+")
             return NotImplemented
         return SumRep.of([(self, 1), (other, 1)])
 
     def __radd__(self, other) -> "Rep":
         if isinstance(other, int) and other == 0:  # sum([...]) support
             return self
+        _refuse_operand(other, "+")
         return NotImplemented
 
     def __mul__(self, other) -> "Rep":
         if isinstance(other, (int, np.integer)) and not isinstance(other, bool):
             return SumRep.of([(self, int(other))])
         if not isinstance(other, Rep):
+            _refuse_operand(other, "*")
             return NotImplemented
         return ProdRep.of([self, other])
 
     def __rmul__(self, other) -> "Rep":
         if isinstance(other, (int, np.integer)) and not isinstance(other, bool):
             return SumRep.of([(self, int(other))])
+        _refuse_operand(other, "*")
         return NotImplemented
 
     def __matmul__(self, other) -> "Rep":

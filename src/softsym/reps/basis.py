@@ -186,6 +186,10 @@ class Projector:
     def __call__(self, v) -> torch.Tensor:
         return self.basis.project(v)
 
+    def __matmul__(self, v) -> torch.Tensor:
+        """``P @ v``, the same as ``P(v)``."""
+        return self.basis.project(v)
+
     @property
     def shape(self):
         return (self.basis.size, self.basis.size)

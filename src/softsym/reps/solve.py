@@ -412,8 +412,11 @@ def _path_weights(group: Group, atoms, tol):
     sig = np.sqrt(np.clip(evals, 0, None))
     # generators are normalised, so non-zero singular values are O(1): an all-zero constraint is all null
     top = max(float(sig.max()), 1.0)
-    tol_eff = max(tol, 1e-7)
+    tol_eff = max(tol, 1e-7)  # sqrt of the Gram's eigenvalues cannot resolve singular values below ~1e-8
     r = int((sig <= tol_eff * top).sum())
+    if r:  # the null vectors' true singular values ||C v||, not the Gram's round-off floor of ~1e-8
+        sig = sig.copy()
+        sig[:r] = np.sort(np.linalg.norm((ct if real_group else c) @ evecs[:, :r], axis=0))
     rel, gap = _spectrum(sig, r)
     coeff = evecs[:, :r]
     if real_group:
@@ -519,6 +522,14 @@ def _path_iterative(group: Group, atoms, tol):
 
 
 # ---------------------------------------------------------------------------------------------- driver
+def _loose_tol_hint(tol: float) -> str:
+    """A hint when the user's tol, not the generators, is the likely cause of residual failures."""
+    if tol <= 100 * defaults.SOLVER_TOL:
+        return ""
+    return (f". Or the tol is too loose: tol={tol:g} accepts vectors far from invariant (default "
+            f"{defaults.SOLVER_TOL:g}); try the default")
+
+
 def solve_block(group: Group, atoms: Tuple[int, ...], tol: Optional[float] = None) -> BlockSolution:
     """Solve the invariant subspace of the tensor block ``atoms`` (0 = V, 1 = V*) of ``group``."""
     if tol is None:
@@ -584,7 +595,7 @@ def solve_block(group: Group, atoms: Tuple[int, ...], tol: Optional[float] = Non
                     f"{r0:.1e}, above softsym.defaults.RESIDUAL_TOL = {defaults.RESIDUAL_TOL:g}) but the {name} path "
                     f"only {q.shape[1]}: the generators look inexact (float32 or rounded matrices?). Give them in "
                     f"float64 to full precision, or, if they are only accurate to ~{r0:.0e}, raise "
-                    "softsym.defaults.RESIDUAL_TOL above that residual"
+                    "softsym.defaults.RESIDUAL_TOL above that residual" + _loose_tol_hint(tol)
                 )
             sol = BlockSolution(np.ascontiguousarray(q), name, rel, gap, residual, time.perf_counter() - t0, info)
             log.debug("solved %s block %s: dim %d via %s in %.3fs", group.name, atoms, sol.dim, name, sol.seconds)
@@ -597,7 +608,8 @@ def solve_block(group: Group, atoms: Tuple[int, ...], tol: Optional[float] = Non
         f"({'; '.join(tried)}); "
         + (f"the best basis missed softsym.defaults.RESIDUAL_TOL = {defaults.RESIDUAL_TOL:g} by "
            f"{min(r for _, _, r in rejected):.1e}: inexact generators (float32 or rounded matrices?) should be given "
-           "in float64 to full precision, or RESIDUAL_TOL raised above that residual" if rejected else
+           "in float64 to full precision, or RESIDUAL_TOL raised above that residual" + _loose_tol_hint(tol)
+           if rejected else
            f"check that the generators form a group, or try another tol (now {tol:g}; default "
            f"{defaults.SOLVER_TOL:g})")
     )
