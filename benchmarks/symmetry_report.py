@@ -87,7 +87,7 @@ def lorentz(epochs: int = 100) -> list:
     for c in cands:
         exact[c] = build_model(f"emlp:{c}", task, ch=128, num_layers=2, seed=0)
         Trainer(exact[c], task, TrainConfig(**cfg)).fit()
-    rep = add_exact_comparison(symmetry_report(probe, task, cands, group_samples=4, seed=0),
+    rep = add_exact_comparison(symmetry_report(probe, task, cands, group_samples=16, seed=0),
                                exact_model_comparison(probe, exact, task))
     return rep["candidates"]
 
