@@ -230,3 +230,27 @@ def test_weights_path_reports_true_singular_values():
     assert basis.dim == 25
     info = next(iter(basis.spectrum.values()))
     assert max(info["smallest_singular_values"][:25]) < 1e-12 and info["gap"] > 1e10
+
+
+def test_finite_group_refuses_generators_of_infinite_order():
+    import softsym
+    from softsym.errors import GroupError
+    from softsym.groups.finite import _element_order
+
+    c, s = np.cos(1.0), np.sin(1.0)
+    for h in (np.array([[c, -s], [s, c]]), np.array([[1.0, 1.0], [0.0, 1.0]])):  # irrational rotation, shear
+        assert _element_order(h) is None
+        with pytest.raises(GroupError, match="no finite order"):
+            softsym.FiniteGroup(h[None])
+    assert _element_order(np.array([[0.0, -1.0], [1.0, 0.0]])) == 4
+    assert softsym.group("C(5000)").order == 5000 and softsym.group("D(7)").order == 14
+
+
+def test_sample_accepts_a_torch_generator():
+    import softsym
+
+    g = softsym.group("SO(3)")
+    a = g.sample(3, generator=torch.Generator().manual_seed(5))
+    b = g.sample(3, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and a.shape == (3, 3, 3)
+    assert torch.allclose(a @ a.transpose(1, 2), torch.eye(3, dtype=a.dtype).expand(3, 3, 3), atol=1e-12)

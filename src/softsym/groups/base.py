@@ -312,9 +312,12 @@ class Group:
 
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise GroupError(f"sample(n) needs a non-negative integer n, got {n!r}")
+        if isinstance(generator, torch.Generator):  # a torch user's generator: advance it, draw a numpy stream
+            generator = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
         if generator is not None:
             if not isinstance(generator, np.random.Generator):
-                raise GroupError(f"sample(generator=...) needs a numpy.random.Generator, got {type(generator).__name__}")
+                raise GroupError(f"sample(generator=...) needs a numpy.random.Generator or a torch.Generator, got "
+                                 f"{type(generator).__name__}")
             rng = generator
         else:
             try:

@@ -141,6 +141,43 @@ def _check_finite_order(gens: np.ndarray, label: str) -> None:
                 "infinite order and cannot generate a finite group; use softsym.Group(discrete_generators=...) for "
                 "an infinite discrete group"
             )
+        if h.shape[-1] <= _EIG_CHECK_MAX_DIM and _element_order(h) is None:
+            raise GroupError(
+                f"{label}: discrete generator {i} has no finite order up to {_MAX_GENERATOR_ORDER} (h^k != I for "
+                f"every k <= {_MAX_GENERATOR_ORDER}; e.g. a rotation by an irrational angle, or a shear), so it "
+                "cannot generate a finite group; use softsym.Group(discrete_generators=...) for an infinite group "
+                "or a Lie group such as SO(2) for all rotations"
+            )
+
+
+#: generators of larger order (or none) are refused by FiniteGroup
+_MAX_GENERATOR_ORDER = 10_000
+
+
+def _element_order(h: np.ndarray) -> Optional[int]:
+    """The order of h (smallest k >= 1 with h^k = I, to 1e-8), or None if above _MAX_GENERATOR_ORDER or infinite.
+
+    The candidate is the lcm of the eigenvalues' orders (each e^{i theta} with k theta a multiple of 2 pi); h^k is
+    then checked by repeated squaring, which also catches non-diagonalisable h (a shear has eigenvalues 1 only)."""
+    ks = np.arange(1, _MAX_GENERATOR_ORDER + 1)
+    order = 1
+    angles = np.angle(np.linalg.eigvals(h)) / (2 * np.pi)  # in turns
+    _, first = np.unique(np.round(angles, 9), return_index=True)
+    for turns in angles[first]:
+        frac = turns * ks
+        hit = np.nonzero(np.abs(frac - np.round(frac)) < 1e-6)[0]
+        if not len(hit):
+            return None
+        order = int(np.lcm(order, int(ks[hit[0]])))
+        if order > _MAX_GENERATOR_ORDER:
+            return None
+    power, base, k = np.eye(h.shape[-1]), h.astype(np.float64), order
+    while k:
+        if k & 1:
+            power = power @ base
+        base = base @ base
+        k >>= 1
+    return order if np.allclose(power, np.eye(h.shape[-1]), atol=1e-8) else None
 
 
 class FiniteGroup(Group):
