@@ -474,7 +474,7 @@ class SoftTuner(StrengthTuner):
         fixed = getattr(self.model, "strength_scale", None)  # a model whose residuals have natural units
         self.scale = float(fixed) if fixed is not None else (1.0 / top if top > 0 and math.isfinite(top) else 1.0)
         J = len(self.symmetry)
-        self.log_lt = torch.full((J,), math.log(self.init), dtype=torch.float64)
+        self.log_lt = torch.full((J,), math.log(min(self.init, self._hi_effective())), dtype=torch.float64)
         self.t = 0
         specs = self._reps
         if specs is None:
