@@ -73,3 +73,25 @@ def test_projection_penalty_needs_no_inputs_and_strengths_are_checkpointed():
         SoftModel(_net(3, 9), pen)
     with pytest.raises(ConfigError, match="SampledPenalty, LiePenalty or LinearProjectionPenalty"):
         SoftModel(net, object())
+
+
+@pytest.mark.parametrize("penalty, tuner", [("sampled", None), ("sampled", "soft"), ("lie1", None)])
+def test_interrupted_and_resumed_soft_model_run_matches_an_uninterrupted_one(tmp_path, penalty, tuner):
+    task = make_task("mixed-inertia:o2z", n_train=100, n_val=100, n_test=20, seed=0)
+
+    def build():
+        sym = SoftSymmetry(["O(3)", "O(2)@z"])
+        pen = (SampledPenalty(sym, task.rep_in, task.rep_out, seed=0) if penalty == "sampled"
+               else LiePenalty(sym, task.rep_in, task.rep_out, n_generators=1, seed=0))
+        return SoftModel(_net().double(), pen)
+
+    cfg = dict(epochs=8, batch_size=25, lr=3e-3, progress=False)
+    a = build()
+    Trainer(a, task, TrainConfig(**cfg), tuner=tuner).fit()
+    b = build()
+    Trainer(b, task, TrainConfig(**cfg, run_dir=str(tmp_path / "r"), stop_after=3), tuner=tuner).fit()
+    c = build()  # a fresh process would build the model anew
+    Trainer(c, task, TrainConfig(**cfg, run_dir=str(tmp_path / "r"), resume=True), tuner=tuner).fit()
+    for (name, pa), pc in zip(a.named_parameters(), c.parameters()):
+        assert torch.equal(pa, pc), name
+    assert torch.equal(a.symmetry.strengths, c.symmetry.strengths)

@@ -66,3 +66,38 @@ def test_rep_form_errors_and_float32():
     bad = SortCanonicalize(lambda v: v[:, :2], "S(5)", "V", "V")
     with pytest.raises(ModelError, match=r"must return \(batch, 5\)"):
         bad(torch.randn(3, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("k", [5, 6])
+def test_distance_matrices_of_regular_polygons_are_exact(k):
+    """Tied row sums computed in another order used to differ in the last bit and sort differently for g x."""
+    import math
+
+    ang = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
+    pts = torch.stack([ang.cos(), ang.sin()], 1) * 1.37
+    d = torch.cdist(pts, pts).reshape(1, -1)
+    f = SortCanonicalize(_net(k * k, k), f"S({k})", "V**2", "V")
+    assert equivariance_error(f, f"S({k})", "V**2", "V", d).max < 1e-14
+
+
+def test_scalar_inputs_tie_every_point_and_empty_batches_pass():
+    f = SortCanonicalize(_net(1, 4), "S(4)", "V0", "V")
+    x = torch.randn(16, 1, dtype=torch.float64)
+    assert equivariance_error(f, "S(4)", "V0", "V", x).max < 1e-14
+    out = f(x)
+    assert torch.allclose(out, out[:, :1].expand(-1, 4))  # the only equivariant V0 -> V maps are constant
+    assert f(torch.ones(0, 1, dtype=torch.float64)).shape == (0, 4)
+
+
+def test_input_follows_the_models_dtype_and_full_permutation_groups_are_accepted():
+    from softsym.groups.finite import PermutationGroup
+
+    f = SortCanonicalize(_net(5, 1), "S(5)", "V", "V0")  # a float64 net given float32 inputs
+    assert f(torch.randn(3, 5)).dtype == torch.float64
+    g = PermutationGroup([[1, 0, 2, 3], [1, 2, 3, 0]])  # generates all of S(4)
+    h = SortCanonicalize(_net(4, 1), g, "V", "V0")
+    assert equivariance_error(h, "S(4)", "V", "V0", torch.randn(8, 4, dtype=torch.float64)).max < 1e-14
+    with pytest.raises(ConfigError, match="full symmetric group"):
+        SortCanonicalize(_net(4, 1), PermutationGroup([[1, 2, 3, 0]]), "V", "V0")  # Z(4) only
+    with pytest.raises(ConfigError, match=r"S\(n\) needs an integer n >= 1"):
+        SortCanonicalize(_net(4, 1), "S(0)", "V", "V0")

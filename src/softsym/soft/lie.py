@@ -68,6 +68,13 @@ class LiePenalty:
         seed = check_seed(seed)
         self._torch_gen = torch.Generator().manual_seed(0 if seed is None else seed)
 
+    def rng_state(self) -> dict:
+        """The generator-subset sampler's state (JSON-able), so that a resumed run draws the same subsets."""
+        return {"torch": self._torch_gen.get_state().tolist()}
+
+    def set_rng_state(self, state: dict) -> None:
+        self._torch_gen.set_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
     @property
     def n_in(self) -> int:
         return self.rep_ins[0].size

@@ -7,7 +7,9 @@ training batch the model saw (reusing its outputs for the loss term) and on a fi
 """
 from __future__ import annotations
 
-from typing import List, Optional
+import contextlib
+import json
+from typing import Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -79,7 +81,8 @@ class SoftModel(nn.Module):
         self.strength_scale: Optional[float] = 1.0 if self._needs_inputs else None
         #: the soft tuner's cap on lambda: past ~10 a sampled penalty drives an ordinary network towards constant
         #: outputs (MixedInertia o2z, MLP 20-128-128-9, 150 epochs: test MSE 3.5 with the cap 10, 23 without)
-        if strength_max is not None and not (float(strength_max) > 0):
+        if strength_max is not None and (isinstance(strength_max, bool) or not isinstance(strength_max, (int, float))
+                                         or not strength_max > 0):
             raise ConfigError(f"strength_max must be a positive number or None, got {strength_max!r}")
         self.strength_max: Optional[float] = None if strength_max is None else float(strength_max)
         self._batch: Optional[torch.Tensor] = None
@@ -116,18 +119,42 @@ class SoftModel(nn.Module):
                           "reference inputs with set_reference_inputs(x)")
 
     def residuals(self, x: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Residuals (J,) of the penalty: on ``x``, else the last training batch, else the reference inputs."""
+        """Residuals (J,) of the penalty: on ``x``, else the last training batch, else the reference inputs.
+
+        The penalty's random stream is left where it was (tuners and logs call this between training steps, and a
+        resumed run must draw the same group elements for its losses as an uninterrupted one)."""
         if not self._needs_inputs:
             return self.penalty.residuals()
-        return self.penalty.residuals(self.model, self._inputs(x))
+        with self._stream_kept():
+            return self.penalty.residuals(self.model, self._inputs(x))
+
+    @contextlib.contextmanager
+    def _stream_kept(self) -> Iterator[None]:
+        state = self.penalty.rng_state()
+        try:
+            yield
+        finally:
+            self.penalty.set_rng_state(state)
+
+    # the penalty's random stream travels with the state dict (the Trainer's checkpoints), as a uint8 tensor
+    def get_extra_state(self) -> torch.Tensor:
+        if not self._needs_inputs:
+            return torch.zeros(0, dtype=torch.uint8)
+        return torch.tensor(list(json.dumps(self.penalty.rng_state()).encode()), dtype=torch.uint8)
+
+    def set_extra_state(self, state) -> None:
+        if isinstance(state, torch.Tensor) and state.numel() and self._needs_inputs:
+            self.penalty.set_rng_state(json.loads(bytes(state.tolist()).decode()))
 
     def regularization(self) -> torch.Tensor:
         """``symmetry.penalty(residuals)`` on the batch of the last training forward (its outputs reused)."""
         if not self._needs_inputs:
             return self.symmetry.penalty(self.penalty.residuals())
         if self._batch_out is None:
-            raise ConfigError("SoftModel.regularization() follows a training forward pass: call model(x) in "
-                              "training mode (with gradients) first, then add model.regularization() to the loss")
+            why = ("the penalty of the last batch was already taken (once per forward pass)" if self._batch is not None
+                   else "no training forward pass yet")
+            raise ConfigError(f"SoftModel.regularization() follows a training forward pass ({why}): call model(x) in "
+                              "training mode (with gradients), then add model.regularization() to the loss once")
         x, out = self._batch, self._batch_out
         self._batch_out = None  # its graph is consumed by this loss
         if isinstance(self.penalty, SampledPenalty):

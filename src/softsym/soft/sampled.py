@@ -173,6 +173,13 @@ class SampledPenalty:
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
         self._finite = [finite_elements(g) for g in symmetry.groups]
 
+    def rng_state(self) -> dict:
+        """The element sampler's state (JSON-able), so that a resumed run draws the same elements."""
+        return {"numpy": self.rng.bit_generator.state}
+
+    def set_rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["numpy"]
+
     @property
     def n_in(self) -> int:
         return self.rep_ins[0].size
