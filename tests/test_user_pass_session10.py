@@ -32,7 +32,7 @@ def test_architecture_mismatch(full, cand, bilinear, bad):
     else:
         assert bad in why
         with pytest.raises(ConfigError, match=f"candidate {cand.replace('(', '.').replace(')', '.')} cannot be made"):
-            SoftEMLP("2V", "V", [full, cand], ch=16, num_layers=1, bilinear=bilinear)
+            SoftEMLP("2V", "V", [full, cand], ch=16, num_layers=1, bilinear=bilinear, full_group=full)
 
 
 @pytest.mark.parametrize("full, cand", [("O(3)", "SO(2)@z"), ("SO(3)", "O(2)@z"), ("O(2)@z", "O(3)"),
@@ -187,7 +187,8 @@ def test_function_only_needs_a_broken_distribution_test():
 def test_report_candidate_lists_are_checked_and_order_free():
     task = _learnable_task(200)
     probe = build_model("mlp", task, ch=8, num_layers=1)
-    for bad, match in (([], "candidates is empty"), (["O(3)", "O(3)"], "more than once"),
+    for bad, match in (([], "candidates is empty"), (["O(3)", "O(3)"], "same group twice"), (["O(3)", "o(3)"], "same group twice"),
+                       (["Signs(3)", "Skeleton(O(3))"], "same group twice"), (3, "must be a list"),
                        ({"O(3)"}, "a set has no stable order")):
         with pytest.raises(ConfigError, match=match):
             symmetry_report(probe, task, bad)
@@ -254,3 +255,9 @@ def test_sample_accepts_a_torch_generator():
     b = g.sample(3, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and a.shape == (3, 3, 3)
     assert torch.allclose(a @ a.transpose(1, 2), torch.eye(3, dtype=a.dtype).expand(3, 3, 3), atol=1e-12)
+
+
+def test_default_full_group_of_finite_candidates_serves_every_candidate():
+    for cands in (["S(3)", "Signs(3)"], ["Signs(3)", "S(3)"]):
+        model = SoftEMLP("V", "V", cands, ch=16, num_layers=1)
+        assert model.full_group.name == "Signs(3)"  # pointwise S(3) gates would break the sign flips

@@ -214,13 +214,24 @@ def _candidate_list(candidates, task) -> list:
         return list(task.candidates)
     if isinstance(candidates, (set, frozenset)):
         raise ConfigError("candidates must be a list (a set has no stable order); e.g. sorted(your_set)")
+    if not hasattr(candidates, "__iter__"):
+        raise ConfigError(f"candidates must be a list of group specs or Groups, got {type(candidates).__name__} "
+                          f"{candidates!r}")
     out = list(candidates)
     if not out:
         raise ConfigError("candidates is empty; give at least one group spec, or None for the task's candidates")
-    labels = [c if isinstance(c, str) else getattr(c, "name", repr(c)) for c in out]
-    dup = sorted({c for c in labels if labels.count(c) > 1})
-    if dup:
-        raise ConfigError(f"candidates lists {', '.join(dup)} more than once; give each candidate once")
+    from .groups.parse import parse_group
+    from .groups.skeleton import _element_set
+
+    seen: Dict[object, str] = {}
+    for c in out:  # the same group under two spellings ("O(3)", "o(3)"; "Signs(3)", "Skeleton(O(3))") is tested once
+        label = c if isinstance(c, str) else getattr(c, "name", repr(c))
+        group = parse_group(c)
+        key = _element_set(group) or group.key  # finite groups: the same elements are the same group
+        if key in seen:
+            raise ConfigError(f"candidates lists the same group twice ({seen[key]!r} and {label!r}); give each "
+                              "candidate once")
+        seen[key] = label
     return out
 
 

@@ -55,11 +55,14 @@ def lie_algebra_contains(big: Group, small: Group, tol: float = LIE_SPAN_TOL) ->
     return bool(np.all(np.linalg.norm(basis @ coef - rhs, axis=0) <= tol * norms))
 
 
-def covering_candidate(groups: Sequence[Group]) -> Optional[int]:
-    """Index of the candidate whose Lie algebra contains every other candidate's (the largest Lie algebra, the first
-    on ties; the first when all are finite), or None when no candidate's does."""
+def covering_candidate(groups: Sequence[Group], compatible=None) -> Optional[int]:
+    """Index of the candidate whose Lie algebra contains every other candidate's, or None when no candidate's does.
+
+    Among several: one for which ``compatible(group)`` holds (e.g. an architecture built for it can serve every
+    candidate), then the largest Lie algebra, then the first (so with all candidates finite, the first compatible)."""
     covering = [i for i, g in enumerate(groups) if all(lie_algebra_contains(g, h) for h in groups)]
-    return max(covering, key=lambda i: (len(groups[i].lie_np), -i)) if covering else None
+    ok = (lambda i: bool(compatible(groups[i]))) if compatible is not None else (lambda i: True)
+    return max(covering, key=lambda i: (ok(i), len(groups[i].lie_np), -i)) if covering else None
 
 
 def _warn_first_candidate(groups: Sequence[Group], names: Sequence[str]) -> None:
@@ -362,7 +365,8 @@ class SoftEMLP(_ModelMixin, nn.Module):
         cands = [check_real_group(g) for g in self.symmetry.groups]
         self.groups = cands
         check_same_d(cands)
-        covering = covering_candidate(cands) if full_group is None else None
+        serves_all = lambda g: all(architecture_mismatch(g, h, bilinear) is None for h in cands)  # noqa: E731
+        covering = covering_candidate(cands, serves_all) if full_group is None else None
         self.full_group = check_real_group(parse_group(full_group)) if full_group is not None \
             else cands[0 if covering is None else covering]
         d = check_same_d(cands + [self.full_group], "candidate groups and full_group")

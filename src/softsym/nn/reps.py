@@ -157,8 +157,9 @@ def gated(rep: Rep, group=None) -> Rep:
 def architecture_mismatch(full_group: Group, candidate: Group, bilinear: bool = True) -> Optional[str]:
     """Why EMLP's gates and bilinear layers built for ``full_group`` are *not* ``candidate``-equivariant, or None.
 
-    Once its linear layers are candidate-equivariant, an EMLP-architecture model is candidate-equivariant exactly
-    when (a) its gates are: pointwise swish (``full_group`` a permutation group) needs a permutation candidate;
+    Once its linear layers are candidate-equivariant (and without RPP's swish path, ``swish_path=False``, whose
+    pointwise term is equivariant only under permutations), an EMLP-architecture model is candidate-equivariant
+    exactly when (a) its gates are: pointwise swish (``full_group`` a permutation group) needs a permutation candidate;
     and (b) its bilinear layers are: built with V* identified with V (orthogonal ``full_group``) they need an
     orthogonal candidate (with V and V* kept apart they are equivariant under all of GL(d)).
     """

@@ -483,7 +483,8 @@ class SoftTuner(StrengthTuner):
 
             specs = (first("rep_in_expr", "rep_in"), first("rep_out_expr", "rep_out"))
         if specs[0] is None or specs[1] is None:
-            raise ConfigError("the soft tuner needs the model's reps: pass SoftTuner(reps=(rep_in, rep_out)) or use "
+            raise ConfigError("the soft tuner needs the model's reps: pass SoftTuner(reps=(rep_in, rep_out)), "
+                              "SoftModel(net, penalty, rep_in=..., rep_out=...) or use "
                               "a model with rep_in / rep_out (build_model sets them)")
         try:
             self.reps = [(make_rep(specs[0], g), make_rep(specs[1], g)) for g in self.symmetry.groups]
