@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.epochs < 1 or args.n_train < 2 or args.strength < 0:
+        ap.error("--epochs must be >= 1, --n-train >= 2 and --strength >= 0")
     torch.set_num_threads(1)
 
     task = make_task("inertia", args.n_train, seed=args.seed)

@@ -6,7 +6,7 @@ reflections do not (v x B is a pseudovector: mirroring v does not mirror F), and
 the z axis. So among the candidates O(3), SO(3), O(2)@z, SO(2)@z, O(2)@x only SO(2)@z should hold, plus the
 half-turn about z (its finite skeleton).
 
-    python examples/symmetry_report.py            # ~10 s: writes magnetic.csv and softsym-report/ next to it
+    python examples/symmetry_report.py            # ~10 s: writes magnetic.csv and symmetry_report.png (--out)
 
 The same from the shell:
 
@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=300, help="probe epochs (default 300)")
     ap.add_argument("--out", type=Path, default=Path("."), help="directory for magnetic.csv and the report")
     args = ap.parse_args(argv)
+    if args.n < 20 or args.epochs < 1:
+        ap.error("--n must be at least 20 (15 % of it is the test split) and --epochs at least 1")
     args.out.mkdir(parents=True, exist_ok=True)
     csv = args.out / "magnetic.csv"
     np.savetxt(csv, simulate(args.n), delimiter=",", header="q,vx,vy,vz,Fx,Fy,Fz", comments="")
@@ -54,11 +56,14 @@ def main(argv=None) -> int:
     report = symmetry_report(probe, task, tested)
     print(f"{task.name}: probe test MSE {report['base_mse']:.3g} on {report['n_samples']} held-out samples")
     for r in report["candidates"]:
-        print(f"  {r['group']:<18} {r['verdict']:<10} loss {format_increase(r['loss_increase']):>10}   z {r['z']:6.2f}")
+        print(f"  {r['group']:<18} {r['verdict']:<10} loss {format_increase(r['loss_increase']):>10}   z {r['z']:6.2f}"
+              + (f"   ({r['reason']})" if r.get("reason") else ""))
     png = plot_symmetry_report(report, args.out / "symmetry_report.png")
     print(f"plot: {png}")
     holds = {r["group"] for r in report["candidates"] if r["verdict"] == "holds"}
-    print("symmetries the data supports:", ", ".join(sorted(holds)) or "none")
+    untestable = [r["group"] for r in report["candidates"] if r["verdict"] == "untestable"]
+    print("symmetries the data supports:", ", ".join(sorted(holds)) or "none"
+          + (f" ({len(untestable)} candidates untestable, see above)" if untestable else ""))
     return 0
 
 

@@ -261,3 +261,33 @@ def test_default_full_group_of_finite_candidates_serves_every_candidate():
     for cands in (["S(3)", "Signs(3)"], ["Signs(3)", "S(3)"]):
         model = SoftEMLP("V", "V", cands, ch=16, num_layers=1)
         assert model.full_group.name == "Signs(3)"  # pointwise S(3) gates would break the sign flips
+
+
+def test_precision_warning_only_for_rounded_float32_generators():
+    import warnings
+
+    import softsym
+    from softsym.groups.base import GeneratorPrecisionWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeneratorPrecisionWarning)
+        softsym.FiniteGroup(torch.tensor([[[0.0, -1.0], [1.0, 0.0]]]))  # exact in float32: no warning
+        with pytest.raises(GeneratorPrecisionWarning):  # the warning itself, not a GroupError about shapes
+            softsym.FiniteGroup(torch.tensor([[[0.5, -0.8660254], [0.8660254, 0.5]]]))
+
+
+def test_cli_candidates_separated_by_commas_get_a_hint(capsys):
+    code, _, err = _run(["compare", "--task", "mixed-inertia:o2z", "--models", "mlp", "--candidates", "O(3),O(2)@z",
+                         "--epochs", "1"], capsys)
+    assert code == 2 and "separate candidates with ';'" in err and '"O(3);O(2)@z"' in err
+
+
+def test_load_task_errors_name_the_file(tmp_path):
+    import softsym
+    from softsym.errors import DataError
+
+    x = np.random.default_rng(0).standard_normal((30, 3))
+    x[3, 1] = np.nan
+    np.savez(tmp_path / "a.npz", x=x, y=x[:, 0])
+    with pytest.raises(DataError, match=r"a\.npz: x has 1 NaN / inf entries .*row 3, counting from 0"):
+        softsym.load_task(tmp_path / "a.npz", group="O(3)", rep_in="V", rep_out="V0")

@@ -102,6 +102,17 @@ def _parse_candidates(text: Optional[str]) -> Optional[List[str]]:
         raise ConfigError("--candidates is empty; give group specs separated by ';', e.g. \"O(3);O(2)@z\"")
     if len(set(specs)) != len(specs):
         raise ConfigError(f"--candidates lists a group twice: {text!r}; give every candidate once")
+    from ..errors import GroupError
+    from ..groups.parse import parse_group
+
+    for spec in specs:  # "O(3),O(2)@z": commas belong to group specs (O(1,3), @[0,1]), ';' separates candidates
+        try:
+            parse_group(spec)
+        except GroupError as exc:
+            if "," in spec and re.search(r"\),\s*[A-Za-z]", spec):
+                raise ConfigError(f"--candidates {text!r}: separate candidates with ';', not ',' (commas are part of "
+                                  f"group specs such as O(1,3)), e.g. \"{spec.replace(',', ';')}\"") from None
+            raise ConfigError(f"--candidates: {exc}") from None
     return specs
 
 

@@ -87,7 +87,7 @@ def _as_matrix(a, name: str, width: int, rep_text: str, what: str) -> np.ndarray
     bad = ~np.isfinite(arr)
     if bad.any():
         rows = np.nonzero(bad.any(axis=1))[0]
-        raise DataError(f"{name} has {int(bad.sum())} NaN / inf entries in {len(rows)} rows (first: row {rows[0]}); "
+        raise DataError(f"{name} has {int(bad.sum())} NaN / inf entries in {len(rows)} rows (first: row {rows[0]}, counting from 0); "
                         "drop or impute them first")
     return np.ascontiguousarray(arr)
 
@@ -388,12 +388,23 @@ def load_task(path, *, group, rep_in, rep_out, candidates: Optional[Sequence[str
             raise DataError(f"{p} holds both 'x', 'y' and split arrays ({', '.join(sorted(keys & set(_SPLIT_KEYS)))}); "
                             "which are the data is ambiguous: keep either 'x' and 'y' (split here) or the split arrays")
         if {"x", "y"} <= keys:
-            return task_from_arrays(arrays["x"], arrays["y"], **common)
+            return _naming_file(p, lambda: task_from_arrays(arrays["x"], arrays["y"], **common))
         if {"x_train", "y_train"} <= keys:
-            return task_from_arrays(arrays["x_train"], arrays["y_train"], x_val=arrays.get("x_val"),
-                                    y_val=arrays.get("y_val"), x_test=arrays.get("x_test"),
-                                    y_test=arrays.get("y_test"), **common)
+            return _naming_file(p, lambda: task_from_arrays(
+                arrays["x_train"], arrays["y_train"], x_val=arrays.get("x_val"), y_val=arrays.get("y_val"),
+                x_test=arrays.get("x_test"), y_test=arrays.get("y_test"), **common))
         raise DataError(f"{p} holds arrays {sorted(keys) or 'none'}; expected 'x' and 'y', or "
                         f"{', '.join(_SPLIT_KEYS)} (val / test optional)")
     table = _read_table(p, raw, rin.size + rout.size)
-    return task_from_arrays(table[:, :rin.size], table[:, rin.size:], **common)
+    return _naming_file(p, lambda: task_from_arrays(table[:, :rin.size], table[:, rin.size:], **common),
+                        " (rows are data rows, counted from 0 after any header line)")
+
+
+def _naming_file(path: Path, build, note: str = ""):
+    """``build()``, with the file named in its DataErrors (NaN rows, shapes, splits) so the user knows where to look."""
+    try:
+        return build()
+    except DataError as exc:
+        if str(path) in str(exc):
+            raise
+        raise DataError(f"{path}: {exc}{note}") from None

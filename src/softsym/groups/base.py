@@ -37,14 +37,16 @@ def as_generator_array(mats, d: Optional[int], what: str) -> np.ndarray:
         mats = mats.detach().cpu().resolve_conj().numpy()
     try:
         arr = np.asarray(mats)
-        if arr.dtype in (np.float16, np.float32, np.complex64):
-            warnings.warn(
-                f"{what} given in {arr.dtype} carry rounding of ~{np.finfo(arr.dtype).eps:.0e}; softsym solves in "
-                f"float64 and keeps only vectors invariant to softsym.defaults.RESIDUAL_TOL (1e-9 by default), so "
-                "inexact generators can lose basis vectors (or fail to solve). Build them in float64 from exact "
-                "values (torch.float64 / np.float64)", GeneratorPrecisionWarning, stacklevel=3)
     except Exception as exc:  # ragged lists and the like
         raise GroupError(f"{what} must be an array of shape (k, d, d) with equal-sized square matrices: {exc}") from None
+    # entries that are small dyadic numbers (0, +-1, +-1/2, ...: permutations, sign flips, shears) are exact
+    # in any float type, so no rounding to warn about
+    if arr.dtype in (np.float16, np.float32, np.complex64) and not _dyadic(arr):
+        warnings.warn(
+            f"{what} given in {arr.dtype} carry rounding of ~{np.finfo(arr.dtype).eps:.0e}; softsym solves in "
+            f"float64 and keeps only vectors invariant to softsym.defaults.RESIDUAL_TOL (1e-9 by default), so "
+            "inexact generators can lose basis vectors (or fail to solve). Build them in float64 from exact "
+            "values (torch.float64 / np.float64)", GeneratorPrecisionWarning, stacklevel=3)
     if arr.dtype == object:
         raise GroupError(f"{what} must be an array of shape (k, d, d) with equal-sized square matrices (got ragged input)")
     if arr.size == 0:
@@ -76,6 +78,14 @@ def as_generator_array(mats, d: Optional[int], what: str) -> np.ndarray:
 
 
 from ..defaults import MAX_GENERATOR_ENTRIES  # noqa: E402
+
+
+def _dyadic(arr: np.ndarray) -> bool:
+    """True when every entry is an exact multiple of 1/16 of modest size (no rounding happened to it)."""
+    a = np.asarray(arr)
+    parts = (a.real, a.imag) if np.iscomplexobj(a) else (a,)
+    return all(np.all(np.isfinite(p)) and np.all(np.abs(p) <= 1024) and np.all(p * 16 == np.round(p * 16))
+               for p in parts)
 
 
 def check_generator_budget(label: str, k: int, d: int) -> None:

@@ -155,7 +155,7 @@ _MAX_GENERATOR_ORDER = 10_000
 
 
 def _element_order(h: np.ndarray) -> Optional[int]:
-    """The order of h (smallest k >= 1 with h^k = I, to 1e-8), or None if above _MAX_GENERATOR_ORDER or infinite.
+    """The order of h (smallest k >= 1 with h^k = I, to 1e-6), or None if above _MAX_GENERATOR_ORDER or infinite.
 
     The candidate is the lcm of the eigenvalues' orders (each e^{i theta} with k theta a multiple of 2 pi); h^k is
     then checked by repeated squaring, which also catches non-diagonalisable h (a shear has eigenvalues 1 only)."""
@@ -177,7 +177,8 @@ def _element_order(h: np.ndarray) -> Optional[int]:
             power = power @ base
         base = base @ base
         k >>= 1
-    return order if np.allclose(power, np.eye(h.shape[-1]), atol=1e-8) else None
+    # 1e-6: generators rounded to float32 (warned about separately) still have their order
+    return order if np.allclose(power, np.eye(h.shape[-1]), atol=1e-6) else None
 
 
 class FiniteGroup(Group):

@@ -205,12 +205,22 @@ def _valid_shape(sol: Optional[BlockSolution], s: int) -> Optional[BlockSolution
     return sol
 
 
+#: blocks solved (not found in a cache) by this process, e.g. to tell a cold run from a warm one
+blocks_solved = 0
+
+
+def _solve(group, atoms, tol: float) -> BlockSolution:
+    global blocks_solved
+    from .solve import solve_block
+
+    blocks_solved += 1
+    return solve_block(group, atoms, tol)
+
+
 def _solve_cached(group, atoms, tol: float, use_cache: bool) -> BlockSolution:
     """Memory cache, then disk cache, then solve (the solver, and so scipy, is imported only on a miss)."""
     if not use_cache:
-        from .solve import solve_block
-
-        return solve_block(group, atoms, tol)
+        return _solve(group, atoms, tol)
     key = _cache.block_key(group.key, atoms, tol)
     sol = _cache.memory_get(key)
     if sol is not None:
@@ -218,12 +228,10 @@ def _solve_cached(group, atoms, tol: float, use_cache: bool) -> BlockSolution:
     s = group.d ** len(atoms)
     sol = _valid_shape(_cache.load(key), s)
     if sol is None:
-        from .solve import solve_block
-
         with _cache.locked(key):
             sol = _valid_shape(_cache.load(key), s)  # another process may have finished it while we waited
             if sol is None:
-                sol = solve_block(group, atoms, tol)
+                sol = _solve(group, atoms, tol)
                 _cache.store(key, sol)
     _cache.memory_put(key, sol)
     return sol
