@@ -34,6 +34,9 @@ class SoftModel(nn.Module):
     """``model`` made softly equivariant by ``penalty`` (SampledPenalty, LiePenalty or LinearProjectionPenalty).
 
     ``strength_max``: the largest lambda the soft tuner may set (None: its own ``hi``).
+    Data parallelism (``world_size`` > 1): every process evaluates the penalty on its share of the batch with its
+    own draws of group elements, so a sampled (or generator-subsampled Lie) penalty matches a single-process run in
+    expectation, not bit for bit as the rest of training does.
     ``rep_in`` / ``rep_out``: the model's input and output reps, taken from a sampled or Lie penalty; give them for
     a LinearProjectionPenalty if the soft tuner is to be used (it measures symmetry on transformed validation data).
 
