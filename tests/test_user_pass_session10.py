@@ -291,3 +291,48 @@ def test_load_task_errors_name_the_file(tmp_path):
     np.savez(tmp_path / "a.npz", x=x, y=x[:, 0])
     with pytest.raises(DataError, match=r"a\.npz: x has 1 NaN / inf entries .*row 3, counting from 0"):
         softsym.load_task(tmp_path / "a.npz", group="O(3)", rep_in="V", rep_out="V0")
+
+
+# ---------------------------------------------------------------- nn layers user pass (helper 20)
+def test_second_derivatives_through_fast_kernels_raise_instead_of_being_zero():
+    from softsym.errors import ModelError
+    from softsym.nn import EMLP, plain_autograd
+
+    torch.manual_seed(0)
+    m = EMLP("V+V0", "V", "O(3)", ch=16, num_layers=1, dtype=torch.float64)
+    x0 = torch.randn(4, dtype=torch.float64)
+
+    def f(v):
+        return m(v).sum()
+
+    with pytest.raises(ModelError, match="plain_autograd"):
+        torch.autograd.functional.hessian(f, x0)
+    ref = torch.func.hessian(f)(x0)
+    assert float(ref.norm()) > 0
+    with plain_autograd():
+        assert torch.allclose(torch.autograd.functional.hessian(f, x0), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [
+    lambda dev: __import__("softsym.nn", fromlist=["EMLP"]).EMLP("5V0+5V", "V**2", "O(3)", ch=32, num_layers=1,
+                                                                  device=dev),
+    lambda dev: SoftEMLP("5V0+5V", "V**2", ["O(3)", "O(2)@z"], ch=32, num_layers=1, device=dev),
+])
+def test_meta_build_then_to_empty_and_load_state_dict(make):
+    torch.manual_seed(0)
+    cpu = make("cpu")
+    lazy = make("meta").to_empty(device="cpu")
+    lazy.load_state_dict(cpu.state_dict())
+    x = torch.randn(3, 20)
+    assert torch.allclose(lazy(x), cpu(x))
+
+
+def test_layers_take_the_group_third_and_soft_emlp_builds_under_a_meta_device():
+    from softsym.nn import BiLinear, EMLPBlock, GatedNonlinearity
+
+    assert BiLinear("V+V**2", "V+V**2", "O(3)").group.name == "O(3)"
+    assert GatedNonlinearity("V", "O(3)").in_features == 4
+    assert EMLPBlock("2V", "V", "O(3)").rep_out.size == 3
+    with torch.device("meta"):
+        m = SoftEMLP("V", "V", ["O(3)"], ch=8, num_layers=1)
+    assert m.symmetry.strengths.device.type == "cpu"

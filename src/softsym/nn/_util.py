@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
@@ -18,7 +19,7 @@ from ..reps.basis import equivariant_basis
 from ..reps.block import canonical_atoms
 
 __all__ = [
-    "plain_autograd", "use_plain_autograd", "as_group", "bind_rep", "as_unbound_rep", "check_real_group", "block_basis", "copy_table", "ExactBuffers",
+    "plain_autograd", "use_plain_autograd", "first_order_backward", "as_group", "bind_rep", "as_unbound_rep", "check_real_group", "block_basis", "copy_table", "ExactBuffers",
     "factory_kwargs", "atoms_rep",
 ]
 
@@ -72,6 +73,27 @@ def plain_autograd() -> Iterator[None]:
         yield
     finally:
         _PLAIN.depth -= 1
+
+
+def first_order_backward(layer: str):
+    """Decorator for the hand-written backward of a custom autograd Function: first derivatives only.
+
+    torch's ``once_differentiable`` raises only when the incoming gradient itself needs a gradient; otherwise (e.g.
+    ``autograd.functional.hessian``, ``gradgradcheck``, gradient penalties w.r.t. inputs) the second-order terms
+    silently come out as zero. Here any backward taken with ``create_graph=True`` raises a ModelError instead."""
+    def wrap(backward):
+        inner = torch.autograd.function.once_differentiable(backward)
+
+        @functools.wraps(backward)
+        def checked(ctx, *grads):
+            if torch.is_grad_enabled():  # backward(create_graph=True): a second derivative will be taken
+                raise ModelError(
+                    f"{layer}: its fast kernel has first derivatives only, and a second derivative (create_graph=True: "
+                    "Hessians, gradient penalties, gradgradcheck) was asked for; run the model inside "
+                    "`with softsym.nn.plain_autograd():` (plain differentiable torch ops) or use torch.func")
+            return inner(ctx, *grads)
+        return checked
+    return wrap
 
 
 def use_plain_autograd(t: torch.Tensor) -> bool:
@@ -153,10 +175,13 @@ def factory_kwargs(dtype=None, device=None) -> dict:
 
 
 class ExactBuffers(nn.Module):
-    """A module whose basis matrices are float64 numpy masters mirrored in (non-persistent) buffers.
+    """A module whose constant buffers (basis matrices, index tables) are numpy masters mirrored in non-persistent
+    buffers.
 
-    ``.double()`` after ``.float()`` would otherwise keep float32-rounded bases (equivariance only to ~1e-7);
-    here every dtype / device change rebuilds the buffers from the exact masters.
+    ``.double()`` after ``.float()`` would otherwise keep float32-rounded bases (equivariance only to ~1e-7), and
+    ``to_empty()`` after a build on the "meta" device would leave the index tables as uninitialised memory (they are
+    not in the state dict, so ``load_state_dict`` cannot restore them); here every dtype / device change rebuilds
+    the buffers from the masters (floating ones in the module's dtype, index tables as int64).
     """
 
     def __init__(self) -> None:
@@ -168,11 +193,21 @@ class ExactBuffers(nn.Module):
         self._exact_masters[name] = master
         self.register_buffer(name, torch.as_tensor(master, dtype=dtype, device=device), persistent=False)
 
+    def register_index(self, name: str, array: np.ndarray, device) -> None:
+        """An int64 index table (gathers, positions) kept across dtype / device changes and ``to_empty``."""
+        master = np.array(array, dtype=np.int64, order="C", copy=True)
+        self._exact_masters[name] = master
+        self.register_buffer(name, torch.as_tensor(master, device=device), persistent=False)
+
     def _apply(self, fn, *args, **kwargs):  # noqa: D401 - torch hook
         out = super()._apply(fn, *args, **kwargs)
         for name, master in self._exact_masters.items():
             cur = self._buffers.get(name)
-            if cur is not None and cur.is_floating_point():
+            if cur is None or cur.device.type == "meta":
+                continue
+            if master.dtype == np.int64:
+                self._buffers[name] = torch.as_tensor(master, device=cur.device)
+            elif cur.is_floating_point():
                 self._buffers[name] = torch.as_tensor(master, dtype=cur.dtype, device=cur.device)
         return out
 

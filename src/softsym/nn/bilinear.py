@@ -24,7 +24,8 @@ from torch import nn
 
 from ..errors import RepError
 from ..reps.block import canonical_atoms
-from ._util import as_seed, bind_rep, check_real_group, factory_kwargs, use_plain_autograd
+from ._util import (ExactBuffers, as_seed, bind_rep, check_real_group, factory_kwargs, first_order_backward,
+                    use_plain_autograd)
 
 __all__ = ["BiLinear", "bilinear_structure"]
 
@@ -178,7 +179,7 @@ class _BilinearFn(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_backward("BiLinear")
     def backward(ctx, gout):
         layer = ctx.layer
         saved = ctx.saved_tensors
@@ -256,7 +257,7 @@ class _BilinearFn(torch.autograd.Function):
         return gx, gw, None, None
 
 
-class BiLinear(nn.Module):
+class BiLinear(ExactBuffers):
     """EMLP's bilinear layer rep_in -> rep_out (both of one group): y = 0.1 W(x) x, equivariant.
 
     Parameters are N(0, 1) as in EMLP (one flat ``weight`` of EMLP's size, laid out per fused matmul);
@@ -264,7 +265,7 @@ class BiLinear(nn.Module):
     takes (in, N) and returns (out, N) = [xT +] 0.1 W(x) x.
     """
 
-    def __init__(self, rep_in, rep_out, *, group=None, seed: int = 0, scale: float = 0.1, dtype=None,
+    def __init__(self, rep_in, rep_out, group=None, *, seed: int = 0, scale: float = 0.1, dtype=None,
                  device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
@@ -347,7 +348,7 @@ class BiLinear(nn.Module):
         self._a_groups, self._b_groups = a_groups, b_groups
         self._piece_sizes = [len(pc) for pc in pieces]
         idx = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-        self.register_buffer("gather_index", torch.as_tensor(idx, device=device), persistent=False)
+        self.register_index("gather_index", idx, device)
         # output blocks: a block stored in one contiguous run is accumulated in place in the output; others
         # (e.g. EMLP's scalars + gates) in a small buffer added to their runs at the end
         self._out_single: Dict[int, Tuple[int, int]] = {}

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RepError
-from ._util import bind_rep, factory_kwargs, use_plain_autograd
+from ._util import ExactBuffers, bind_rep, first_order_backward, factory_kwargs, use_plain_autograd
 from .reps import gate_indices, num_gates
 
 __all__ = ["GatedNonlinearity"]
@@ -36,7 +36,7 @@ class _GateFn(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_backward("GatedNonlinearity")
     def backward(ctx, g):
         n = ctx.n
         if ctx.has_w:
@@ -59,7 +59,7 @@ class _GateFn(torch.autograd.Function):
         return gv, gw, None, None, None
 
 
-class GatedNonlinearity(nn.Module):
+class GatedNonlinearity(ExactBuffers):
     """Maps gated(rep) -> rep: out_i = sigmoid(values[gate(i)]) * values_i.
 
     A scalar is its own gate (swish); copy j of a non-scalar tensor uses the j-th appended gate scalar; for
@@ -69,7 +69,7 @@ class GatedNonlinearity(nn.Module):
     per-channel ``w_gated`` initialised to ``swish_scale`` (1e-3); that term is not equivariant.
     """
 
-    def __init__(self, rep, *, group=None, swish_path: bool = False, swish_scale: float = 1e-3, dtype=None,
+    def __init__(self, rep, group=None, *, swish_path: bool = False, swish_scale: float = 1e-3, dtype=None,
                  device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
@@ -78,12 +78,10 @@ class GatedNonlinearity(nn.Module):
         self.in_features = self.out_features + num_gates(self.rep)
         gi = gate_indices(self.rep)
         self.identity_gates = bool(np.array_equal(gi, np.arange(self.out_features)))  # from numpy: works on "meta" too
-        idx = torch.as_tensor(gi, device=fk["device"])
-        self.register_buffer("gate_index", idx, persistent=False)
+        self.register_index("gate_index", gi, fk["device"])
         rows, inverse = np.unique(gi, return_inverse=True)  # distinct gate rows, and each row's position among them
-        self.register_buffer("gate_rows", torch.as_tensor(rows, device=fk["device"]), persistent=False)
-        self.register_buffer("gate_inverse", torch.as_tensor(inverse.reshape(-1), device=fk["device"]),
-                             persistent=False)
+        self.register_index("gate_rows", rows, fk["device"])
+        self.register_index("gate_inverse", inverse.reshape(-1), fk["device"])
         self.swish_scale = float(swish_scale)
         if swish_path:
             self.w_gated = nn.Parameter(torch.full((self.out_features,), self.swish_scale, **fk))

@@ -113,9 +113,9 @@ class _Expander(ExactBuffers):
             if g["contiguous"]:
                 self._meta.append((True, g["start"], g["coef"].shape[0], g["coef"].shape[1]))
             else:
-                self.register_buffer(f"c{i}", torch.as_tensor(g["coef"], device=device), persistent=False)
+                self.register_index(f"c{i}", g["coef"], device)
                 self._meta.append((False, 0, g["coef"].shape[0], g["coef"].shape[1]))
-        self.register_buffer("positions", torch.as_tensor(plan.positions, device=device), persistent=False)
+        self.register_index("positions", plan.positions, device)
         self.register_exact("alpha", plan.alpha, dtype, device)
 
     def extra_repr(self) -> str:

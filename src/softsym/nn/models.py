@@ -161,7 +161,7 @@ class EMLPBlock(nn.Module):
     residual-pathway swish term of RPP / PER to the nonlinearity; ``bilinear=False`` drops the bilinear layer.
     """
 
-    def __init__(self, rep_in, rep_out, *, group=None, seed: int = 0, linear: Optional[nn.Module] = None,
+    def __init__(self, rep_in, rep_out, group=None, *, seed: int = 0, linear: Optional[nn.Module] = None,
                  swish_path: bool = False, bilinear: bool = True, dtype=None, device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
@@ -170,6 +170,8 @@ class EMLPBlock(nn.Module):
         self.linear = linear if linear is not None else EquivariantLinear(rep_in, g_out, group=group, **fk)
         self.bilinear = BiLinear(g_out, g_out, seed=seed, **fk) if bilinear else None
         self.nonlinearity = GatedNonlinearity(rep_out, swish_path=swish_path, **fk)
+        self.rep_out, self.out_features = rep_out, rep_out.size
+        self.in_features = getattr(self.linear, "in_features", None)
 
     def forward_t(self, xT: torch.Tensor) -> torch.Tensor:
         """(in, N) -> (out, N) on feature-major tensors."""
@@ -179,6 +181,8 @@ class EMLPBlock(nn.Module):
         return self.nonlinearity.forward_t(lin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_features is not None and (x.dim() == 0 or x.shape[-1] != self.in_features):
+            raise RepError(f"EMLPBlock expects last dimension {self.in_features}, got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
         out = self.forward_t(x.reshape(-1, x.shape[-1]).t())
         return out.t().reshape(*lead, out.shape[0])
@@ -241,7 +245,7 @@ class MLP(_ModelMixin, nn.Module):
     def __init__(self, rep_in, rep_out, group, ch=384, num_layers: int = 3, *, dtype=None, device=None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
-        self.group = as_group(group)
+        self.group = check_real_group(as_group(group))  # a complex group's reps are not real inputs, as for EMLP
         self.rep_in = bind_rep(rep_in, self.group, "rep_in")
         self.rep_out = bind_rep(rep_out, self.group, "rep_out")
         self.in_features, self.out_features = self.rep_in.size, self.rep_out.size

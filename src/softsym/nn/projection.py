@@ -22,7 +22,7 @@ from ..groups.base import Group
 from ..reps.algebra import Hom
 from ..reps.base import Rep
 from ..reps.block import canonical_atoms
-from ._util import ExactBuffers, block_basis
+from ._util import ExactBuffers, block_basis, first_order_backward
 
 __all__ = ["ProjectionPlan"]
 
@@ -68,7 +68,7 @@ class _ResidualFn(torch.autograd.Function):
         return out.mul_(0.5)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_backward("SoftEMLP residuals")
     def backward(ctx, g):
         plan, mats = ctx.plan, ctx.mats
         J = plan.num_groups
@@ -168,12 +168,10 @@ class ProjectionPlan(ExactBuffers):
         if free_pos:
             gathers.append(np.concatenate(free_pos))
         self._split = [g.size for g in gathers]
-        self.register_buffer("gather_index", torch.as_tensor(
-            np.concatenate(gathers) if gathers else np.zeros(0, np.int64), device=device), persistent=False)
-        self.register_buffer("row_layer", torch.as_tensor(
-            np.concatenate(row_layer) if row_layer else np.zeros(0, np.int64), device=device), persistent=False)
-        self.register_buffer("free_layer", torch.as_tensor(
-            np.concatenate(free_layer) if free_layer else np.zeros(0, np.int64), device=device), persistent=False)
+        empty = np.zeros(0, np.int64)
+        self.register_index("gather_index", np.concatenate(gathers) if gathers else empty, device)
+        self.register_index("row_layer", np.concatenate(row_layer) if row_layer else empty, device)
+        self.register_index("free_layer", np.concatenate(free_layer) if free_layer else empty, device)
 
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
         """(L, J) residuals 1/2 ||theta_l - P_j theta_l||^2 for theta = cat_l(vec W_l, b_l)."""

@@ -32,7 +32,9 @@ DEFAULT_STRENGTHS = _DefaultStrengths()
 def _as_strengths(values) -> torch.Tensor:
     """Strengths as a float64 tensor; ConfigError for non-numeric values."""
     try:
-        return torch.as_tensor(values, dtype=torch.float64).detach().cpu()
+        if isinstance(values, torch.Tensor):
+            return values.detach().to(device="cpu", dtype=torch.float64)
+        return torch.as_tensor(values, dtype=torch.float64, device="cpu")  # not an ambient torch.device("meta")
     except Exception:
         raise ConfigError(f"strengths must be a float or a list of floats (one per candidate), got {values!r}") from None
 
