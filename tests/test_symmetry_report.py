@@ -149,7 +149,7 @@ def test_exact_model_comparison_and_combined_verdicts():
     assert out["same"]["verdict"] == "holds" and out["same"]["loss_ratio"] == pytest.approx(1.0)
     assert combine_verdicts("broken", "holds") == "holds (function only)"
     assert combine_verdicts("holds", "holds") == "holds" and combine_verdicts("untestable", "holds") == "holds"
-    assert combine_verdicts("holds", "broken") == "broken" and combine_verdicts("broken", None) == "broken"
+    assert combine_verdicts("holds", "broken") == "uncertain" and combine_verdicts("broken", None) == "broken"
     assert combine_verdicts("holds", "uncertain") == "holds" and combine_verdicts("broken", "uncertain") == "uncertain"
 
 

@@ -336,3 +336,30 @@ def test_layers_take_the_group_third_and_soft_emlp_builds_under_a_meta_device():
     with torch.device("meta"):
         m = SoftEMLP("V", "V", ["O(3)"], ch=8, num_layers=1)
     assert m.symmetry.strengths.device.type == "cpu"
+
+
+def test_exact_comparison_broken_needs_a_gap_of_the_variance_and_holds_needs_to_beat_the_constant():
+    from softsym.report import combine_verdicts
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 3))
+    y = (x ** 2).sum(1)
+    task = task_from_arrays(x, y, group="O(3)", rep_in="V", rep_out="V0", normalise=False, seed=0)
+    xt, yt = task.splits()["test"]
+
+    class Pred(torch.nn.Module):  # the true function plus a fixed per-sample error of relative size eps
+        def __init__(self, eps, bias=0.0):
+            super().__init__()
+            self.eps, self.bias = eps, bias
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, v):
+            t = v.double().pow(2).sum(-1, keepdim=True)
+            return t * (1 + self.eps * torch.sin(7 * v[..., :1].double())) + self.bias
+
+    probe = Pred(1e-4)
+    out = exact_model_comparison(probe, {"tiny": Pred(1e-3), "big": Pred(0.3), "const": Pred(0.0, bias=50.0)}, task)
+    assert out["tiny"]["loss_ratio"] > 1.5 and out["tiny"]["verdict"] == "uncertain"  # ratio 100, gap ~1e-6
+    assert out["big"]["verdict"] == "broken" and out["big"]["gap_of_variance"] > 0.05
+    assert out["const"]["verdict"] == "broken"
+    assert combine_verdicts("holds", "broken") == "uncertain"

@@ -570,7 +570,8 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  {r['group']} untestable: {r['reason']}", highlight=False)
         if exact:
             console.print("exact model: test MSE of the candidate's exact EMLP over the probe's (holds: ratio <= 1.1 "
-                          "or not significantly worse; broken: p < 0.001 and ratio > 1.5). 'holds (function only)': the "
+                          "or not significantly worse; broken: p < 0.001, ratio > 1.5 and a gap above 5 % of the target's "
+                          "variance; broken against a passed distribution test: uncertain). 'holds (function only)': the "
                           "target function is equivariant but the inputs are not symmetrically distributed.",
                           highlight=False)
             for spec, why in rep.get("exact_failed", {}).items():
