@@ -61,6 +61,11 @@ class Task:
     true_groups: Tuple[str, ...] = ()  # candidates that are exact symmetries of the data
     info: Dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # the dataclass default would print every tensor
+        sizes = "/".join(str(len(t)) for t in (self.x_train, self.x_val, self.x_test))
+        return (f"Task({self.name!r}, group={self.group!r}, {self.rep_in} -> {self.rep_out}, train/val/test {sizes}, "
+                f"candidates={list(self.candidates)})")
+
     def splits(self):
         return {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val),
                 "test": (self.x_test, self.y_test)}
