@@ -363,3 +363,17 @@ def test_exact_comparison_broken_needs_a_gap_of_the_variance_and_holds_needs_to_
     assert out["big"]["verdict"] == "broken" and out["big"]["gap_of_variance"] > 0.05
     assert out["const"]["verdict"] == "broken"
     assert combine_verdicts("holds", "broken") == "uncertain"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("softsym.nn", fromlist=["EMLP"]).EMLP("V", "V", "O(3)", ch=10 ** 5),
+    lambda: __import__("softsym.nn", fromlist=["MLP"]).MLP("V", "V", "O(3)", ch=10 ** 6),
+    lambda: SoftEMLP("V", "V", ["O(3)"], ch=10 ** 5),
+])
+def test_huge_widths_are_refused_before_building(make):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="weight matrix needs .* GB, above the cap"):
+        make()
+    assert time.perf_counter() - t0 < 30  # hang guard: it used to take ~40 s and end in the allocator's error

@@ -85,6 +85,20 @@ def _pick_candidates(groups, candidates):
     return groups if groups is not None else candidates
 
 
+def _check_layer_sizes(sizes: Sequence[int], model: str, dtype) -> None:
+    """ConfigError before building when a dense layer of consecutive ``sizes`` would exceed the memory cap
+    (``softsym.defaults.max_dense_bytes()``, ``SOFTSYM_MAX_DENSE_BYTES``): a huge ``ch`` would otherwise spend
+    minutes building and end in the allocator's raw error."""
+    from .. import defaults
+
+    cap = defaults.max_dense_bytes()
+    item = torch.empty((), dtype=dtype if dtype is not None else torch.get_default_dtype()).element_size()
+    for a, b in zip(sizes, sizes[1:]):
+        if a * b * item > cap:
+            raise ConfigError(f"{model}: a {b:,} x {a:,} weight matrix needs {a * b * item / 1e9:.3g} GB, above the "
+                              f"cap of {cap / 1e9:.3g} GB; use a smaller ch (or raise SOFTSYM_MAX_DENSE_BYTES)")
+
+
 def _hidden_reps(ch, num_layers: int, group, seed: int, *, unbound_d=None, dual_differs=None) -> List[Rep]:
     """Hidden reps as EMLP parses ``ch``: an int (uniform_rep), a Rep/string, or a list of those (one per layer).
 
@@ -207,6 +221,7 @@ class EMLP(_ModelMixin, nn.Module):
         self.seed = as_seed(seed)
         self.hidden_reps = _hidden_reps(ch, _check_layers(num_layers), self.group, self.seed)
         reps = [self.rep_in] + self.hidden_reps
+        _check_layer_sizes([r.size for r in reps] + [self.out_features], "EMLP", dtype)
         blocks = [EMLPBlock(a, b, seed=self.seed + i, **fk) for i, (a, b) in enumerate(zip(reps, reps[1:]))]
         self.network = nn.Sequential(*blocks, EquivariantLinear(reps[-1], self.rep_out, **fk))
 
@@ -262,6 +277,7 @@ class MLP(_ModelMixin, nn.Module):
         if any(w < 1 for w in widths):
             raise ConfigError(f"hidden widths must be positive, got {widths}")
         sizes = [self.in_features] + widths
+        _check_layer_sizes(sizes + [self.out_features], "MLP", dtype)
         layers: List[nn.Module] = []
         for a, b in zip(sizes, sizes[1:]):
             layers += [nn.Linear(a, b, **fk), nn.SiLU()]
@@ -300,6 +316,7 @@ class RPP(_ModelMixin, nn.Module):
         self.seed = as_seed(seed)
         self.hidden_reps = _hidden_reps(ch, _check_layers(num_layers), self.group, self.seed)
         reps = [self.rep_in] + self.hidden_reps
+        _check_layer_sizes([r.size for r in reps] + [self.out_features], "RPP", dtype)
         blocks = [
             EMLPBlock(a, b, seed=self.seed + i, swish_path=True, linear=RPPLinear(a, gated(b), **fk), **fk)
             for i, (a, b) in enumerate(zip(reps, reps[1:]))
@@ -396,6 +413,8 @@ class SoftEMLP(_ModelMixin, nn.Module):
         hidden = _hidden_reps(ch, _check_layers(num_layers), self.full_group, self.seed, unbound_d=d,
                               dual_differs=not self.full_group.is_orthogonal)
         self.hidden_reps = [h.bind(self.full_group) for h in hidden]
+        _check_layer_sizes([self.in_features] + [h.size for h in self.hidden_reps] + [self.out_features], "SoftEMLP",
+                           dtype)
         exprs = [self.rep_in_expr] + hidden
         layer_reps = []
         blocks: List[nn.Module] = []
