@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 
 import typer
 
-from ._common import console, dumps_strict
+from ._common import console, dumps_strict, err_console
 
 _TASK_HELP = ("Task: o5synthetic, inertia, particle-interaction, mixed-inertia:{o3,o2x,o2y,o2z,none}.")
 _MODEL_HELP = "Model: mlp, emlp, emlp:<group> (e.g. emlp:O(2)@z), rpp, per, soft."
@@ -251,6 +251,9 @@ def register(app: typer.Typer) -> None:
         equivariance)."""
         cand_list = _parse_candidates(candidates)
         source = TaskSource(task, data, group, rep_in, rep_out, cand_list)
+        if resume and run_dir is not None and not (run_dir / "last.pt").exists():
+            err_console.print(f"[yellow]note:[/] {run_dir} holds no checkpoint to resume: starting a new run there",
+                              highlight=False)
         result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
                           num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                           schedule=schedule, tuner=tuner, run_dir=str(run_dir) if run_dir else None, resume=resume,
