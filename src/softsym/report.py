@@ -221,13 +221,12 @@ def _candidate_list(candidates, task) -> list:
     if not out:
         raise ConfigError("candidates is empty; give at least one group spec, or None for the task's candidates")
     from .groups.parse import parse_group
-    from .groups.skeleton import _element_set
+    from .groups.skeleton import group_identity
 
     seen: Dict[object, str] = {}
     for c in out:  # the same group under two spellings ("O(3)", "o(3)"; "Signs(3)", "Skeleton(O(3))") is tested once
         label = c if isinstance(c, str) else getattr(c, "name", repr(c))
-        group = parse_group(c)
-        key = _element_set(group) or group.key  # finite groups: the same elements are the same group
+        key = group_identity(parse_group(c))
         if key in seen:
             raise ConfigError(f"candidates lists the same group twice ({seen[key]!r} and {label!r}); give each "
                               "candidate once")

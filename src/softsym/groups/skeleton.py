@@ -25,7 +25,7 @@ from ..errors import GroupError
 from .base import Group
 from .finite import FiniteGroup, _closure, _element_key, _order_bound
 
-__all__ = ["finite_skeleton", "skeleton_candidates", "SKELETON_MAX_ORDER"]
+__all__ = ["finite_skeleton", "skeleton_candidates", "group_identity", "SKELETON_MAX_ORDER"]
 
 #: Skeletons of groups with a Lie algebra larger than this (or infinite: half-turns about axes at irrational angles)
 #: are not formed. A group without Lie algebra is its own skeleton, whatever its order (it is not enumerated).
@@ -125,6 +125,12 @@ def _element_set(group: Group) -> Optional[frozenset]:
             return frozenset([_element_key(np.eye(group.d))])
         els = _closure(group.discrete_np, SKELETON_MAX_ORDER)
     return None if els is None or len(els) > SKELETON_MAX_ORDER else frozenset(_element_key(e) for e in els)
+
+
+def group_identity(group: Group):
+    """A key equal for equal groups: the element set of a finite group (at most SKELETON_MAX_ORDER elements:
+    "Signs(3)" and "Skeleton(O(3))" are one group), else the group's key (its generators)."""
+    return _element_set(group) or group.key
 
 
 def _as_candidate_list(candidates) -> list:
