@@ -513,5 +513,5 @@ def add_exact_comparison(report: Dict, comparison: Dict[str, Dict]) -> Dict:
         row["exact"] = ex
         row["overall"] = combine_verdicts(row["verdict"], ex["verdict"] if ex else None)
     report["exact_thresholds"] = {"holds_ratio": HOLDS_RATIO, "broken_ratio": BROKEN_RATIO, "holds_p": HOLDS_P,
-                                  "broken_p": BROKEN_P}
+                                  "broken_p": BROKEN_P, "broken_gap": BROKEN_GAP}
     return report

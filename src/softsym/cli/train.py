@@ -572,8 +572,10 @@ def register(app: typer.Typer) -> None:
             if r.get("reason") and r["verdict"] == "untestable" and "exactly equivariant" not in r["reason"]:
                 console.print(f"  {r['group']} untestable: {r['reason']}", highlight=False)
         if exact:
-            console.print("exact model: test MSE of the candidate's exact EMLP over the probe's (holds: ratio <= 1.1 "
-                          "or not significantly worse; broken: p < 0.001, ratio > 1.5 and a gap above 5 % of the target's "
+            th = rep["exact_thresholds"]
+            console.print(f"exact model: test MSE of the candidate's exact EMLP over the probe's (holds: ratio <= "
+                          f"{th['holds_ratio']:g} or not significantly worse; broken: p < {th['broken_p']:g}, ratio > "
+                          f"{th['broken_ratio']:g} and a gap above {100 * th['broken_gap']:g} % of the target's "
                           "variance; broken against a passed distribution test: uncertain). 'holds (function only)': the "
                           "target function is equivariant but the inputs are not symmetrically distributed.",
                           highlight=False)

@@ -352,8 +352,9 @@ class SoftEMLP(_ModelMixin, nn.Module):
     but every linear layer is dense (``nn.Linear``), plus the RPP swish path in the nonlinearity
     (``swish_path=False`` removes it; ``bilinear=False`` drops the bilinear layers, a cheaper variant).
     ``self.symmetry = SoftSymmetry(groups, strengths)``. Default ``full_group``: the candidate whose Lie algebra
-    contains every other candidate's (the largest, the first on ties; e.g. O(3) among O(3), O(2)@x, O(2)@z), which is
-    also the candidate the PER tuner leaves unregularised. When the Lie algebras do not decide (all candidates
+    contains every other candidate's (preferring one whose gates and bilinear layers serve every candidate, then the
+    largest, then the first; e.g. O(3) among O(3), O(2)@x, O(2)@z, and Signs(3) rather than S(3), whose pointwise
+    gates would break the sign flips), which is also the candidate the PER tuner leaves unregularised. When the Lie algebras do not decide (all candidates
     finite, or none contains all the others) it is the first candidate, with a UserWarning in the second case:
     pass ``full_group=`` explicitly then (``build_model`` passes the task's group).
 
