@@ -87,6 +87,25 @@ def _run_one(source: "TaskSource", model_name: str, *, seed: int, n_train: Optio
     return trainer.fit()
 
 
+def _interrupted_summary(run_dir: Optional[Path], exc: BaseException) -> dict:
+    """What ``fit --json`` prints for an interrupted run: not finished, the last epoch logged in the run directory
+    (None without one) and how to resume."""
+    epoch = None
+    log = run_dir / "metrics.jsonl" if run_dir is not None else None
+    if log is not None and log.exists():
+        for line in reversed(log.read_text().splitlines()):
+            try:
+                epoch = int(json.loads(line)["epoch"])
+                break
+            except (ValueError, KeyError, TypeError):
+                continue
+    out = {"finished": False, "interrupted": True, "epoch": epoch, "message": str(exc) or "interrupted",
+           "run_dir": str(run_dir) if run_dir is not None else None}
+    out["resume"] = "add --resume to the same command" if run_dir is not None and (run_dir / "last.pt").exists() \
+        else None
+    return out
+
+
 _CANDIDATES_HELP = ("Candidate groups of the soft models (per, soft), separated by ';' (group specs contain commas), "
                     "e.g. \"O(3);O(2)@z;Signs(3)\" (default: the task's candidates).")
 
@@ -254,11 +273,16 @@ def register(app: typer.Typer) -> None:
         if resume and run_dir is not None and not (run_dir / "last.pt").exists():
             err_console.print(f"[yellow]note:[/] {run_dir} holds no checkpoint to resume: starting a new run there",
                               highlight=False)
-        result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
-                          num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                          schedule=schedule, tuner=tuner, run_dir=str(run_dir) if run_dir else None, resume=resume,
-                          overwrite=overwrite, progress=progress, candidates=cand_list, skeletons=skeletons,
-                          nproc=nproc)
+        try:
+            result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs,
+                              ch=ch, num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                              schedule=schedule, tuner=tuner, run_dir=str(run_dir) if run_dir else None,
+                              resume=resume, overwrite=overwrite, progress=progress, candidates=cand_list,
+                              skeletons=skeletons, nproc=nproc)
+        except KeyboardInterrupt as exc:
+            if json_out:  # a script reading stdout still gets one JSON object saying where the run stopped
+                console.print_json(dumps_strict(_interrupted_summary(run_dir, exc)))
+            raise
         m = {k: v for k, v in result.metrics.items() if k != "history"}
         if json_out:
             console.print_json(dumps_strict(m))
