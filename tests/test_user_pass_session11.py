@@ -19,3 +19,135 @@ def test_fit_json_reports_an_interrupted_run(tmp_path: Path):
     assert out["epoch"] == 3 and out["run_dir"] == str(run) and "--resume" in out["resume"]
     none = _interrupted_summary(None, KeyboardInterrupt())
     assert none["epoch"] is None and none["resume"] is None and none["message"] == "interrupted"
+
+
+# ---------------------------------------------------------------- any-model pass (up42)
+import math  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import softsym  # noqa: E402
+from softsym.errors import ConfigError, DataError  # noqa: E402
+from softsym.wrappers import DegenerateFrameWarning, FrameAverage  # noqa: E402
+
+
+class _PerPointSum(torch.nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.m = torch.nn.Sequential(torch.nn.Linear(cin, 16), torch.nn.Tanh(), torch.nn.Linear(16, cout))
+
+    def forward(self, p):
+        return self.m(p).sum(1)
+
+
+class _Flat(torch.nn.Module):
+    def __init__(self, inner, n, d):
+        super().__init__()
+        self.inner, self.n, self.d = inner, n, d
+
+    def forward(self, x):
+        return self.inner(x.reshape(x.shape[0], self.n, self.d)).reshape(x.shape[0], -1)
+
+
+def test_frame_average_survives_meta_construction_and_to_empty():
+    torch.manual_seed(0)
+    ref = FrameAverage(_PerPointSum(2, 2), "O(2)", output="vector").double()
+    x = torch.randn(3, 6, 2, dtype=torch.float64)
+    sd = ref.state_dict()
+    with torch.device("meta"):
+        m = FrameAverage(_PerPointSum(2, 2), "O(2)", output="vector")
+    m = m.to_empty(device="cpu").double()
+    m.load_state_dict(sd)
+    assert torch.equal(m.signs, ref.signs)
+    assert (m(x) - ref(x)).abs().max() == 0
+    m2 = FrameAverage(_PerPointSum(2, 2), "O(2)", output="vector").double().to("meta").to_empty(device="cpu")
+    m2.load_state_dict(sd)
+    assert (m2(x) - ref(x)).abs().max() == 0
+
+
+class _Bf16Inside(torch.nn.Module):
+    """v -> 2 v tanh(|v|^2), exactly O(2)-equivariant, with the linear part computed in bf16 (autocast)."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = torch.nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.l.weight.copy_(2 * torch.eye(2))
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = self.l(x)
+        return y.float() * torch.tanh((x * x).sum(1, keepdim=True))
+
+
+def test_lie_auto_keeps_jvp_when_finite_differences_are_round_off():
+    from softsym.metrics import lie_derivative_error
+
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    res = lie_derivative_error(_Bf16Inside(), "SO(2)", "V", "V", x)
+    assert res.method == "jvp" and res.max < 1e-3
+
+
+def test_lie_auto_still_catches_a_detaching_model():
+    from softsym.metrics import lie_derivative_error
+
+    x = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    res = lie_derivative_error(lambda v: 2 * v.detach(), "SO(3)", "V", "V", x)
+    assert res.method == "fd" and res.max < 1e-8
+
+
+def test_all_zero_inputs_with_round_off_outputs_get_the_note(tmp_path):
+    out = softsym.check(lambda v: 1e-17 * torch.randn_like(v), "SO(2)", "V", "V", inputs=torch.zeros(4, 2,
+                                                                                                      dtype=torch.float64))
+    assert out["SO(2)"].note and "round-off" in out["SO(2)"].note
+
+
+def test_check_keyword_aliases_and_lookup_by_any_spec():
+    f = lambda v: 2 * v  # noqa: E731
+    rep = softsym.check(model=f, group="Lorentz", rep_in="V", rep_out="V")
+    assert rep["Lorentz"].verdict == "exact" and rep["O(1,3)"] is rep["Lorentz"]
+    assert rep[softsym.group("O(1,3)")] is rep["O(1,3)"]
+    with pytest.raises(ConfigError, match="not both"):
+        softsym.check(f, "O(3)", "V", "V", group="SO(3)")
+    with pytest.raises(ConfigError, match="rep_out"):
+        softsym.check(f, "O(3)", "V")
+    with pytest.raises(KeyError):
+        rep["SO(3)"]
+
+
+def test_lie_derivative_error_accepts_n_samples_like_equivariance_error():
+    from softsym.metrics import lie_derivative_error
+
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert lie_derivative_error(lambda v: v, "SO(3)", "V", "V", x, 4).max < 1e-12
+    with pytest.raises(ConfigError):
+        lie_derivative_error(lambda v: v, "SO(3)", "V", "V", x, n_samples=0)
+
+
+def test_check_refuses_garbage_inputs_file_with_a_plain_message(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not numpy at all")
+    with pytest.raises(DataError) as e:
+        softsym.check(lambda v: v, "O(3)", "V", "V", inputs=bad)
+    assert "pickle" not in str(e.value) and "np.savez" in str(e.value)
+
+
+def test_check_refuses_a_bare_point_cloud_wrapper_with_a_hint():
+    fa = FrameAverage(_PerPointSum(2, 2), "O(2)", output="vector")
+    with pytest.raises(ConfigError, match="point clouds"):
+        softsym.check(fa, "O(2)", "5V", "V")
+
+
+def test_check_warns_once_about_degenerate_clouds():
+    torch.manual_seed(0)
+    model = _Flat(FrameAverage(_PerPointSum(2, 2).double(), "O(2)", output="vector"), 5, 2)
+    th = torch.arange(5, dtype=torch.float64) * (2 * math.pi / 5)
+    pent = torch.stack([th.cos(), th.sin()], 1).reshape(1, 10)
+    x = torch.cat([pent, torch.randn(3, 10, dtype=torch.float64)])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        softsym.check(model, ["O(2)", "SO(2)"], "5V", "V", inputs=x)
+    deg = [r for r in w if issubclass(r.category, DegenerateFrameWarning)]
+    assert len(deg) == 1 and "some of the checked point clouds" in str(deg[0].message)

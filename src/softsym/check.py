@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -38,6 +39,7 @@ from .metrics import (
     model_dtype_device,
 )
 from .reps.algebra import rep as _make_rep
+from .wrappers.frames import DegenerateFrameWarning
 
 __all__ = ["check", "CheckReport", "GroupCheck", "load_model", "exact_tolerance", "VERDICTS", "DEFAULT_APPROX_TOL"]
 
@@ -106,9 +108,17 @@ class CheckReport:
     def verdicts(self) -> Dict[str, str]:
         return {r.group: r.verdict for r in self.results}
 
-    def __getitem__(self, group: str) -> GroupCheck:
+    def __getitem__(self, group) -> GroupCheck:
+        """The result of one group, by its name, any spec of it ("Lorentz" for "O(1,3)") or the Group itself."""
         for r in self.results:
             if r.group == group:
+                return r
+        try:
+            name = parse_group(group).name
+        except SoftsymError:
+            name = None
+        for r in self.results:
+            if name is not None and r.group == name:
                 return r
         raise KeyError(f"no result for group {group!r}; have {[r.group for r in self.results]}")
 
@@ -250,6 +260,11 @@ def _read_inputs_file(path: Path) -> np.ndarray:
     """The array 'x' of an NPZ file (or the array of an NPY file), numeric, not converted."""
     if not path.is_file():
         raise DataError(f"inputs file {str(path)!r} does not exist (or is not a file)")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):  # np.load would try to unpickle anything else
+        raise DataError(f"cannot read {str(path)!r}: it is not an NPZ / NPY file (written by np.savez / np.save); "
+                        "save inputs with np.savez(path, x=inputs)")
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):  # an .npy file holds one array
@@ -316,9 +331,30 @@ def _verdict(max_error: float, mean_error: float, exact_tol: float, approx_tol: 
 
 
 # ====================================================================== check
-def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep_out, *, n_inputs: int = 64,
-          seed: int = 0, inputs=None, n_samples: int = DEFAULT_N_SAMPLES, exact_tol: Optional[float] = None,
-          approx_tol: float = DEFAULT_APPROX_TOL, lie: bool = True, spread: Optional[float] = None) -> CheckReport:
+def _refuse_point_cloud_wrapper(model) -> None:
+    """ConfigError for a bare FrameAverage / Canonicalize: check passes flat (batch, rep_in.size) inputs, and
+    those wrappers take point clouds (batch, n_points, channels), so every call would fail on the shape."""
+    from .wrappers.frames import _FrameBase
+
+    if isinstance(model, _FrameBase):
+        name = type(model).__name__
+        raise ConfigError(
+            f"check passes flat inputs (batch, rep_in.size), but a {name} takes point clouds (batch, n_points, "
+            f"{model.channels}); return a module that reshapes, e.g. forward(x) = {name.lower()}(x.view(len(x), "
+            f"n_points, {model.channels})).flatten(1), with rep_in = n_points*V (+ scalars) in the same order")
+
+
+def _one_of(value, alias, name: str, alias_name: str):
+    """``value`` or its keyword alias, refusing both at once."""
+    if value is not None and alias is not None:
+        raise ConfigError(f"give {name}= or {alias_name}=, not both")
+    return value if value is not None else alias
+
+
+def check(model_or_factory: Union[str, Callable, nn.Module, None] = None, groups=None, rep_in=None, rep_out=None, *,
+          n_inputs: int = 64, seed: int = 0, inputs=None, n_samples: int = DEFAULT_N_SAMPLES,
+          exact_tol: Optional[float] = None, approx_tol: float = DEFAULT_APPROX_TOL, lie: bool = True,
+          spread: Optional[float] = None, model=None, group=None) -> CheckReport:
     """Measure how equivariant a model is under one or several groups.
 
     Parameters
@@ -335,8 +371,16 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
     lie : also compute Lie-derivative errors (forward-mode AD; reverse mode twice or finite differences when the
         model does not support it; the method used is reported).
 
+    model, group : keyword aliases of ``model_or_factory`` and ``groups`` (``check(model=f, group="O(3)", ...)``).
+
     Returns a :class:`CheckReport`; raises ModelError for unloadable models, wrong output shapes or NaN outputs.
     """
+    model_or_factory = _one_of(model_or_factory, model, "model_or_factory", "model")
+    groups = _one_of(groups, group, "groups", "group")
+    for value, name in ((model_or_factory, "a model (model_or_factory=)"), (groups, "a group (groups=)"),
+                        (rep_in, "rep_in"), (rep_out, "rep_out")):
+        if value is None:
+            raise ConfigError(f"check needs {name}: check(model, 'O(3)', rep_in='5V0+5V', rep_out='V**2')")
     check_seed(seed, allow_none=False)
     for v, name in ((exact_tol, "exact_tol"), (approx_tol, "approx_tol")):
         if v is None and name == "exact_tol":
@@ -349,6 +393,7 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
     if not isinstance(model_or_factory, str) and not isinstance(model_or_factory, nn.Module):
         label = getattr(model_or_factory, "__name__", label)
     model = load_model(model_or_factory, seed=seed)
+    _refuse_point_cloud_wrapper(model)
     group_list = [groups] if isinstance(groups, (str, Group)) else list(groups)
     if not group_list:
         raise ConfigError("check needs at least one group, e.g. --group 'O(3)'")
@@ -374,6 +419,34 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
     report = CheckReport(model=str(label), dtype=str(mdtype).replace("torch.", ""), n_inputs=int(x.shape[0]),
                          inputs=inputs_desc, seed=int(seed), n_samples=int(n_samples), exact_tol=tol,
                          approx_tol=float(approx_tol), lie=bool(lie))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DegenerateFrameWarning)
+        _check_groups(report, model, parsed, rep_in, rep_out, x, n_samples, seed, spread, metric_dtype, lie, tol,
+                      approx_tol)
+    _reissue_warnings(caught)
+    return report
+
+
+def _reissue_warnings(caught) -> None:
+    """Warnings recorded during check, re-issued with the frame wrappers' degenerate-cloud warning once (it is
+    raised on every metric call, with counts of internal batches of transformed copies the user never made)."""
+    import re
+
+    degenerate = None
+    for w in caught:
+        if issubclass(w.category, DegenerateFrameWarning):
+            degenerate = degenerate or w
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if degenerate is not None:
+        text = re.sub(r"\d+ of \d+ point clouds have", "some of the checked point clouds (the inputs or their "
+                      "transformed copies) have", str(degenerate.message), count=1)
+        warnings.warn(text, DegenerateFrameWarning, stacklevel=3)
+
+
+def _check_groups(report, model, parsed, rep_in, rep_out, x, n_samples, seed, spread, metric_dtype, lie, tol,
+                  approx_tol) -> None:
+    """Append one GroupCheck per group to ``report``."""
     for g in parsed:
         rin, rout = _make_rep(rep_in, g), _make_rep(rep_out, g)
         eq = equivariance_error(model, g, rin, rout, x, n_samples, seed=seed, spread=spread, dtype=metric_dtype)
@@ -398,4 +471,3 @@ def check(model_or_factory: Union[str, Callable, nn.Module], groups, rep_in, rep
             group=g.name, rep_in=repr(rin), rep_out=repr(rout), verdict=verdict,
             max_error=float(max_error), mean_error=float(mean_error), equivariance=eq, lie=lie_res, note=note,
         ))
-    return report

@@ -112,7 +112,7 @@ def parse_frame_group(group) -> Tuple[int, bool, bool, str]:
 
 def _sign_vectors(d: int, special: bool) -> torch.Tensor:
     """All sign vectors (2^d, d), or those with product +1 (2^(d-1), d) when ``special``."""
-    s = torch.tensor(list(itertools.product([1.0, -1.0], repeat=d)), dtype=torch.float64)
+    s = torch.tensor(list(itertools.product([1.0, -1.0], repeat=d)), dtype=torch.float64, device="cpu")
     if special:
         s = s[s.prod(dim=1) > 0]
     return s
@@ -188,7 +188,8 @@ class _FrameBase(nn.Module):
                                        or chunk_rows < 0):
             raise ConfigError(f"chunk_rows must be None, 0 (one call) or a positive integer, got {chunk_rows!r}")
         self.chunk_rows = chunk_rows
-        self.register_buffer("signs", _sign_vectors(self.d, self.special), persistent=False)
+        # a plain CPU tensor, not a buffer: fixed by (d, special), it must survive .to("meta") / to_empty()
+        self._signs = _sign_vectors(self.d, self.special)
         #: number of degenerate clouds met in the last forward call (for diagnostics)
         self.last_degenerate = 0
         self.last_frame_sizes: Optional[torch.Tensor] = None
@@ -196,6 +197,11 @@ class _FrameBase(nn.Module):
     @property
     def channels(self) -> int:
         return self.d * (1 + self.vector_channels) + self.scalar_channels
+
+    @property
+    def signs(self) -> torch.Tensor:
+        """The sign vectors of a generic cloud's frame, (2^d, d) or (2^(d-1), d) for special groups (float64)."""
+        return self._signs
 
     @property
     def frame_size(self) -> int:
@@ -321,7 +327,7 @@ class _FrameBase(nn.Module):
         generic = self._generic(w)
         idx = torch.nonzero(generic).flatten()
         irr_frames, irr_owner, deg_dims = [], [], []
-        reg, reg_signs = idx, self.signs.to(device)[None].expand(len(idx), -1, -1)
+        reg, reg_signs = idx, self._signs.to(device)[None].expand(len(idx), -1, -1)
         if self.canonical and len(idx):
             coords = torch.einsum("bnj,bjk->bnk", xc[idx].detach(), v[idx].detach())
             sg, counts = self._canonical_signs(coords)  # (M, d), (n_generic,)
