@@ -62,12 +62,12 @@ def test_soft_emlp_default_full_group_contains_every_candidate_and_per_zeroes_it
     tuner.attach(model, epochs=8, steps_per_epoch=1)
     assert model.symmetry.strengths.tolist() == [100.0, 100.0, 0.0]  # PER leaves the full group unregularised
 
-    # equal Lie algebras: the first of them; an explicit full_group is kept
-    assert SoftEMLP("V", "V", ["SO(3)", "O(3)"], ch=8, num_layers=1).full_group.name == "SO(3)"
+    # equal Lie algebras: the larger group (fewer invariants; session 11, was the first); an explicit full_group is kept
+    assert SoftEMLP("V", "V", ["SO(3)", "O(3)"], ch=8, num_layers=1).full_group.name == "O(3)"
     explicit = SoftEMLP("V", "V", ["O(2)@z", "O(3)"], ch=8, num_layers=1, full_group="O(2)@z")
     assert explicit.full_group == o2z
 
-    with warnings.catch_warnings():  # all finite: the Lie algebras do not decide, the first one, silently
+    with warnings.catch_warnings():  # all finite: the Lie algebras do not decide, the fewest invariants, silently
         warnings.simplefilter("error")
         assert SoftEMLP("V", "V", ["Signs(3)", "S(3)"], ch=8, num_layers=1).full_group.name == "Signs(3)"
     with pytest.warns(UserWarning, match="O\\(2\\)@x.*pass full_group="):  # none contains the others

@@ -151,3 +151,53 @@ def test_check_warns_once_about_degenerate_clouds():
         softsym.check(model, ["O(2)", "SO(2)"], "5V", "V", inputs=x)
     deg = [r for r in w if issubclass(r.category, DegenerateFrameWarning)]
     assert len(deg) == 1 and "some of the checked point clouds" in str(deg[0].message)
+
+
+# ---------------------------------------------------------------- models pass (up43)
+@pytest.mark.parametrize("cands,full", [(["SO(3)", "O(3)"], "O(3)"), (["SO(2)", "O(2)", "D(4)"], "O(2)"),
+                                        (["C(3)", "D(3)"], "D(3)"), (["Z(5)", "S(5)"], "S(5)"),
+                                        (["O(2)@z", "O(3)", "SO(3)"], "O(3)")])
+def test_soft_emlp_default_full_group_is_the_containing_candidate(cands, full):
+    from softsym.nn import SoftEMLP
+
+    m = SoftEMLP("V", "V", cands, ch=16, num_layers=1)
+    assert m.full_group.name == full
+
+
+def test_project_zeroes_the_swish_path_so_the_model_is_exact():
+    from softsym.metrics import equivariance_error
+    from softsym.nn import SoftEMLP
+
+    torch.manual_seed(0)
+    m = SoftEMLP("V+V**2", "V", ["O(3)", "O(2)@z", "S(3)"], ch=24, num_layers=2).double()
+    with torch.no_grad():
+        for layer in m.linear_layers():
+            layer.weight.normal_()
+            layer.bias.normal_()
+    x = torch.randn(16, 12, dtype=torch.float64)
+    m.project_(0, swish_path=False)
+    assert equivariance_error(m, "O(3)", "V+V**2", "V", x, 8).max > 1e-6  # the swish path alone breaks it
+    m.project_(0)
+    assert float(m.residuals()[0]) < 1e-20
+    assert equivariance_error(m, "O(3)", "V+V**2", "V", x, 8).max < 1e-10
+
+
+def test_train_config_unknown_field_is_a_config_error_with_a_hint():
+    from softsym import TrainConfig
+
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        TrainConfig(learning_rate=1e-3)
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        TrainConfig(epoch=3)
+    assert TrainConfig(lr=1e-2, epochs=3).epochs == 3
+
+
+def test_soft_symmetry_scalar_set_strengths_and_bool_refused():
+    from softsym.soft import SoftSymmetry
+
+    s = SoftSymmetry(["O(3)", "SO(3)"])
+    s.set_strengths(3.0)
+    assert s.strengths.tolist() == [3.0, 3.0]
+    for bad in (True, [1.0, False], torch.tensor([True, False])):
+        with pytest.raises(ConfigError, match="not"):
+            SoftSymmetry(["O(3)", "SO(3)"], strengths=bad)

@@ -152,6 +152,36 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: common names of TrainConfig fields under other spellings, for the unknown-field message
+_FIELD_HINTS = {"learning_rate": "lr", "n_epochs": "epochs", "num_epochs": "epochs", "max_epochs": "epochs",
+                "bs": "batch_size", "batchsize": "batch_size", "wd": "weight_decay", "scheduler": "schedule",
+                "out": "run_dir", "output_dir": "run_dir", "nproc": "world_size", "n_proc": "world_size"}
+
+
+def _checked_init(init):
+    """TrainConfig's dataclass __init__, with a ConfigError (not a bare TypeError) for an unknown field."""
+    import difflib
+    import functools
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        names = [f.name for f in dataclasses.fields(TrainConfig)]
+        for key in kwargs:
+            if key not in names:
+                guess = _FIELD_HINTS.get(key) or next(iter(difflib.get_close_matches(key, names, 1)), None)
+                raise ConfigError(f"TrainConfig has no field {key!r}{f' (did you mean {guess!r}?)' if guess else ''}; "
+                                  f"fields: {', '.join(names)}")
+        if len(args) > len(names):
+            raise ConfigError(f"TrainConfig takes at most {len(names)} positional fields ({', '.join(names)}), "
+                              f"got {len(args)}")
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+TrainConfig.__init__ = _checked_init(TrainConfig.__init__)
+
+
 def default_config(task, model: str = "mlp", n_train: Optional[int] = None, **overrides) -> TrainConfig:
     """The original protocol's TrainConfig for ``task`` (overrides win).
 

@@ -59,10 +59,27 @@ def covering_candidate(groups: Sequence[Group], compatible=None) -> Optional[int
     """Index of the candidate whose Lie algebra contains every other candidate's, or None when no candidate's does.
 
     Among several: one for which ``compatible(group)`` holds (e.g. an architecture built for it can serve every
-    candidate), then the largest Lie algebra, then the first (so with all candidates finite, the first compatible)."""
+    candidate), then the largest Lie algebra, then the one with the fewest invariant tensors of rank <= 3 (a group
+    containing another has a subset of its invariants: O(3) over SO(3), D(3) over C(3), S(5) over Z(5)), then the
+    first."""
     covering = [i for i, g in enumerate(groups) if all(lie_algebra_contains(g, h) for h in groups)]
+    if not covering:
+        return None
     ok = (lambda i: bool(compatible(groups[i]))) if compatible is not None else (lambda i: True)
-    return max(covering, key=lambda i: (ok(i), len(groups[i].lie_np), -i)) if covering else None
+    best = max((ok(i), len(groups[i].lie_np)) for i in covering)
+    tied = [i for i in covering if (ok(i), len(groups[i].lie_np)) == best]
+    if len(tied) == 1:
+        return tied[0]
+    return min(tied, key=lambda i: (_invariant_count(groups[i]), i))
+
+
+def _invariant_count(group: Group) -> int:
+    """Dimension of the invariants of V, V**2 and V**3 (V**3 only while d^3 <= 4096): fewer means a larger group."""
+    from ..reps.algebra import T
+    from ..reps.basis import equivariant_basis
+
+    ranks = (1, 2, 3) if group.d ** 3 <= 4096 else (1, 2)
+    return sum(equivariant_basis(T(r)(group)).dim for r in ranks)
 
 
 def _warn_first_candidate(groups: Sequence[Group], names: Sequence[str]) -> None:
@@ -492,8 +509,12 @@ class SoftEMLP(_ModelMixin, nn.Module):
                 off += t.numel()
 
     @torch.no_grad()
-    def project_(self, j) -> "SoftEMLP":
-        """Project every linear layer in place onto candidate ``j``'s equivariant subspace (index or name)."""
+    def project_(self, j, *, swish_path: bool = True) -> "SoftEMLP":
+        """Project every linear layer in place onto candidate ``j``'s equivariant subspace (index or name).
+
+        With ``swish_path=True`` (default) the gates' swish-path weights ``w_gated`` are zeroed too: that
+        residual-pathway term is equivariant to no candidate and not in the penalty, so only then is the model
+        exactly equivariant to candidate j. ``swish_path=False`` leaves them as they are."""
         if isinstance(j, str):
             j = self._candidate_index(j)
         if not isinstance(j, (int, np.integer)) or isinstance(j, bool):  # int(0.5) would silently pick candidate 0
@@ -501,6 +522,11 @@ class SoftEMLP(_ModelMixin, nn.Module):
         if not (0 <= int(j) < len(self.groups)):
             raise ConfigError(f"candidate index {j} out of range 0..{len(self.groups) - 1}")
         self._write_flat(self.projection.project(self.flat_parameters().detach(), int(j)))
+        if swish_path:
+            with torch.no_grad():
+                for m in self.modules():
+                    if isinstance(m, GatedNonlinearity) and m.w_gated is not None:
+                        m.w_gated.zero_()
         return self
 
     def _candidate_index(self, name: str) -> int:

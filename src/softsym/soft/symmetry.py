@@ -31,10 +31,16 @@ DEFAULT_STRENGTHS = _DefaultStrengths()
 
 def _as_strengths(values) -> torch.Tensor:
     """Strengths as a float64 tensor; ConfigError for non-numeric values."""
+    if isinstance(values, bool) or (isinstance(values, (list, tuple)) and any(isinstance(v, bool) for v in values)):
+        raise ConfigError(f"strengths must be numbers, not True/False, got {values!r}")
     try:
         if isinstance(values, torch.Tensor):
+            if values.dtype == torch.bool:
+                raise ConfigError(f"strengths must be numbers, not a bool tensor, got {values.tolist()}")
             return values.detach().to(device="cpu", dtype=torch.float64)
         return torch.as_tensor(values, dtype=torch.float64, device="cpu")  # not an ambient torch.device("meta")
+    except ConfigError:
+        raise
     except Exception:
         raise ConfigError(f"strengths must be a float or a list of floats (one per candidate), got {values!r}") from None
 
@@ -119,7 +125,10 @@ class SoftSymmetry(nn.Module):
         return self
 
     def set_strengths(self, values) -> None:
+        """Set every lambda_j: one value per candidate, or a single number for all of them (as in the constructor)."""
         v = _as_strengths(values).to(self.strengths.device)
+        if v.ndim == 0:
+            v = v.expand_as(self.strengths)
         if v.shape != self.strengths.shape or torch.any(v < 0) or not torch.all(torch.isfinite(v)):
             raise ConfigError(f"strengths must be {len(self.groups)} finite non-negative values, got {v.tolist()}")
         self.strengths.copy_(v)
