@@ -201,3 +201,49 @@ def test_soft_symmetry_scalar_set_strengths_and_bool_refused():
     for bad in (True, [1.0, False], torch.tensor([True, False])):
         with pytest.raises(ConfigError, match="not"):
             SoftSymmetry(["O(3)", "SO(3)"], strengths=bad)
+
+
+# ---------------------------------------------------------------- foundation pass (up41)
+def test_projector_matmul_has_matrix_semantics():
+    basis = softsym.equivariant_basis(softsym.rep("V**2", "SO(3)"))
+    P, Q = softsym.Projector(basis), basis.Q
+    M = torch.randn(9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(P @ M, Q @ Q.T @ M, atol=1e-12)
+    assert torch.allclose(P @ M[:, 0], Q @ Q.T @ M[:, 0], atol=1e-12)
+    from softsym.errors import RepError
+
+    with pytest.raises(RepError, match="P\\(v\\)"):
+        P @ torch.zeros(2, 9, 9, dtype=torch.float64)
+
+
+def test_large_named_finite_groups_are_sampled_exactly_uniformly():
+    g = softsym.group("S(40)").sample(4000, seed=1)
+    assert bool((g.sum(1) == 1).all() and (g.sum(2) == 1).all())
+    p00 = float((g[:, :, 0].argmax(1) == 0).double().mean())
+    assert abs(p00 - 1 / 40) < 4 * math.sqrt(1 / 40 * 39 / 40 / 4000)  # the random walk gave 0.046
+    z = softsym.group("Z(300)")
+    shifts = z.sample(500, seed=1)[:, :, 0].argmax(1).double()
+    assert abs(float(shifts.mean()) - 149.5) < 4 * 86.6 / math.sqrt(500)  # uniform on 0..299 (the walk: 7.5)
+    gen = torch.as_tensor(z.discrete_np[0])
+    e = z.sample(1, seed=3)[0]
+    k = int(e[:, 0].argmax())
+    assert torch.equal(e, torch.linalg.matrix_power(gen, k))  # a power of the generator
+    dets = torch.linalg.det(softsym.group("D(30000)").sample(400, seed=0))
+    assert 100 < int((dets < 0).sum()) < 300  # reflections are drawn too
+    with pytest.raises(softsym.SoftsymError, match="300 elements"):
+        z.elements()
+
+
+def test_c_and_d_of_large_order_build_and_solve():
+    assert softsym.equivariant_basis(softsym.rep("V**2", "C(10001)")).dim == 2
+    assert softsym.equivariant_basis(softsym.rep("V**2", "D(30000)")).dim == 1
+
+
+def test_huge_sample_requests_are_a_group_error():
+    with pytest.raises(softsym.SoftsymError, match="GB"):
+        softsym.group("SO(3)").sample(10**10)
+
+
+def test_identity_permutation_generator_warns_about_cycle_notation():
+    with pytest.warns(UserWarning, match="cycle"):
+        softsym.PermutationGroup([(0, 1, 2)])

@@ -345,6 +345,11 @@ class Group:
                 spread = float("nan")
             if not (np.isfinite(spread) and spread >= 0):
                 raise GroupError(f"sample(spread=...) needs a finite number >= 0, got {spread!r}")
+        need, cap = int(n) * self.d * self.d * (16 if self.is_complex else 8), defaults.max_dense_bytes()
+        if need > cap:
+            raise GroupError(f"sampling {n} elements of {self.name} needs {need / 1e9:.3g} GB ({n} x {self.d} x "
+                             f"{self.d} matrices), more than the {cap / 1e9:.3g} GB cap (SOFTSYM_MAX_DENSE_BYTES); "
+                             "draw fewer at a time")
         out = self._sample_np(int(n), rng, spread)
         return torch.from_numpy(np.ascontiguousarray(out))
 

@@ -187,7 +187,14 @@ class Projector:
         return self.basis.project(v)
 
     def __matmul__(self, v) -> torch.Tensor:
-        """``P @ v``, the same as ``P(v)``."""
+        """``P @ v`` with matrix semantics, like ``rho(g) @ M``: a vector (n,) is projected, a matrix (n, k) has
+        each of its columns projected (P M). ``P(v)`` projects the rows of a batch (..., n) instead."""
+        v = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+        if v.ndim == 2:
+            return self.basis.project(v.transpose(0, 1)).transpose(0, 1)
+        if v.ndim != 1:
+            raise RepError(f"P @ v needs a vector ({self.basis.size},) or a matrix ({self.basis.size}, k), got shape "
+                           f"{tuple(v.shape)}; use P(v) for a batch of rows (..., {self.basis.size})")
         return self.basis.project(v)
 
     @property
