@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
         dt = time.perf_counter() - t0
         if json_out:
             # strict JSON: a non-finite number (gap = inf for a clear-cut block) is written as the string "inf"
-            console.print_json(dumps_strict({"dim": basis.dim, "size": basis.size, "seconds": dt,
+            console.print_json(dumps_strict({"group": g.name, "rep": repr(target), "rep_in": rep_in,
+                                             "rep_out": rep_out, "dim": basis.dim, "size": basis.size, "seconds": dt,
                                              "blocks": basis.blocks, "spectrum": basis.spectrum}))
             return
         console.print(f"{g.name}: {target!r}  size {basis.size:,}  basis dim [bold]{basis.dim:,}[/]  ({dt * 1e3:.1f} ms)")
