@@ -155,6 +155,10 @@ def test_large_finite_group_sampler_is_described():
     """regression: a finite group too large to enumerate (S(12): random words) was described as "Haar"."""
     x = torch.randn(2, 12, dtype=torch.float64)
     res = equivariance_error(lambda v: v.sum(1, keepdim=True), "S(12)", "V", "V0", x, 4)
+    # session 11: S(n) too large to enumerate is drawn exactly uniformly (was "random words")
+    assert "uniform" in res.sampler and "drawn directly" in res.sampler and not res.exhaustive and res.max < 1e-12
+    res = equivariance_error(lambda v: v.sum(1, keepdim=True), "RubiksCube", "V", "V0", torch.randn(2, 48,
+                             dtype=torch.float64), 4)
     assert "random words" in res.sampler and not res.exhaustive and res.max < 1e-12
     res = equivariance_error(lambda v: v.sum(1, keepdim=True), "S(7)", "V", "V0", x[:, :7], 4)
     assert res.sampler == "uniform over 5040 elements"

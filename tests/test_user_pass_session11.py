@@ -247,3 +247,54 @@ def test_huge_sample_requests_are_a_group_error():
 def test_identity_permutation_generator_warns_about_cycle_notation():
     with pytest.warns(UserWarning, match="cycle"):
         softsym.PermutationGroup([(0, 1, 2)])
+
+
+# ---------------------------------------------------------------- CLI pass (up44)
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from softsym.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_check_cli_semicolon_groups_json_stdout_duplicates_and_spread(tmp_path):
+    mod = tmp_path / "mods.py"
+    mod.write_text("def equiv():\n    return lambda x: 2 * x\n")
+    res = _cli("check", f"{mod}:equiv", "-g", "O(3);SO(3)", "--rep-in", "V", "--rep-out", "V", "--json", "-")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [r["group"] for r in data["results"]] == ["O(3)", "SO(3)"]
+    assert {r["verdict"] for r in data["results"]} == {"exact"}
+    dup = _cli("check", f"{mod}:equiv", "-g", "O(3)", "-g", "o(3)", "--rep-in", "V", "--rep-out", "V")
+    assert dup.exit_code == 2 and "twice" in dup.output
+    neg = _cli("check", f"{mod}:equiv", "-g", "O(3)", "--spread", "-5", "--rep-in", "V", "--rep-out", "V")
+    assert neg.exit_code == 2 and "spread" in neg.output
+
+
+def test_exact_null_space_gap_is_inf_not_a_sentinel():
+    from softsym.reps.solve import _spectrum
+
+    _, gap = _spectrum(np.array([0.0, 1.0, 2.0]), 1)
+    assert gap == math.inf
+
+
+def test_spawned_workers_watch_their_parent_and_take_forwarded_stops():
+    from softsym import parallel
+    from softsym.train import _GracefulInterrupt
+
+    assert callable(parallel._exit_with_parent)
+    with _GracefulInterrupt(enabled=True, sigterm=False) as gi:
+        assert parallel.STOP_TARGETS[-1] is gi
+        parallel._stop_requested_by_parent(None, None)  # first: stop after this epoch
+        assert gi.requested
+        with pytest.raises(KeyboardInterrupt):
+            parallel._stop_requested_by_parent(None, None)  # second: at once
+    assert gi not in parallel.STOP_TARGETS
+    parallel._stop_requested_by_parent(None, None)  # before the loop: kept for it
+    with _GracefulInterrupt(enabled=True, sigterm=False) as gi:
+        assert gi.requested
+    parallel._stop_requested_by_parent(None, None)
+    with pytest.raises(KeyboardInterrupt):
+        parallel._stop_requested_by_parent(None, None)  # twice before the loop: at once
+    assert parallel.take_pending_stop() is True and parallel.take_pending_stop() is False

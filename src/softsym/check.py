@@ -398,6 +398,14 @@ def check(model_or_factory: Union[str, Callable, nn.Module, None] = None, groups
     if not group_list:
         raise ConfigError("check needs at least one group, e.g. --group 'O(3)'")
     parsed = [parse_group(g) for g in group_list]
+    names = [g.name for g in parsed]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"check lists the same group twice ({', '.join(twice)}); give every group once")
+    if spread is not None and (isinstance(spread, bool) or not isinstance(spread, (int, float, np.integer, np.floating))
+                               or not math.isfinite(spread) or spread < 0):
+        raise ConfigError(f"spread must be a finite number >= 0 (the sampler spread of non-compact groups), got "
+                          f"{spread!r}")
     first_in = _make_rep(rep_in, parsed[0])
     for g in parsed[1:]:
         for spec, r0 in ((rep_in, first_in), (rep_out, _make_rep(rep_out, parsed[0]))):

@@ -209,6 +209,49 @@ def _set_global_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+#: interrupt handlers of the runs in progress in this process, innermost last (the trainer registers its own);
+#: a spawned process's parent forwards stop requests to the last one
+STOP_TARGETS: list = []
+#: a stop request that came before the run's loop registered its handler (set by the SIGUSR1 handler)
+_PENDING_STOP: List[bool] = [False]
+
+
+def take_pending_stop() -> bool:
+    """Whether the parent asked this process to stop before the training loop started (and clear the request)."""
+    pending, _PENDING_STOP[0] = _PENDING_STOP[0], False
+    return pending
+
+
+def _stop_requested_by_parent(signum, frame) -> None:
+    """Rank 0's SIGUSR1 handler: the parent was interrupted; the first request stops after this epoch (with a
+    checkpoint), a second one at once. A request before the loop starts is kept for it (raising here could land
+    in set-up code that swallows it)."""
+    if not STOP_TARGETS:
+        if _PENDING_STOP[0]:
+            raise KeyboardInterrupt("stopped by the parent process")
+        _PENDING_STOP[0] = True
+        return
+    STOP_TARGETS[-1].request(frame)
+
+
+def _exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """End this spawned process when its parent dies (killed with SIGKILL, or by a signal it could not pass on),
+    instead of training on alone and then hanging on a pipe or a barrier nobody joins."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="softsym-parent-watch", daemon=True).start()
+
+
 def _worker(rank: int, world_size: int, store_path: str, payload: dict, queue) -> None:
     """One spawned training process: join the gloo group, run the trainer's loop, rank 0 sends its result home."""
     import io
@@ -216,8 +259,13 @@ def _worker(rank: int, world_size: int, store_path: str, payload: dict, queue) -
 
     import torch.distributed as dist
 
-    if rank != 0:  # Ctrl-C reaches the whole process group: rank 0 handles it and tells the others at epoch end
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Interrupts come from the parent only: a terminal's Ctrl-C reaches every process of the group, but a
+    # scheduler's SIGTERM or `kill -INT` reaches the parent alone, so the parent forwards the request to rank 0
+    # (SIGUSR1), which checkpoints and tells the others at the end of the epoch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if rank == 0 and hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, _stop_requested_by_parent)
+    _exit_with_parent()
     # the payload travels as bytes: tensors handed to a spawned process would otherwise be *shared* memory, and
     # every process would step the same parameters
     payload = torch.load(io.BytesIO(payload), weights_only=False)  # our own bytes, written by spawn_fit
@@ -237,11 +285,42 @@ def _worker(rank: int, world_size: int, store_path: str, payload: dict, queue) -
     except KeyboardInterrupt as exc:
         if rank == 0:
             queue.put(("interrupted", str(exc)))
+        try:  # a graceful stop reaches every rank at the same epoch: leave together (see the barrier above)
+            import datetime
+
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=10))
+        except Exception:  # noqa: BLE001  (a peer already gone: nothing to wait for)
+            pass
     except errors.SoftsymError as exc:
         queue.put(("error", type(exc).__name__, str(exc)))
         raise
     finally:
         dist.destroy_process_group()
+
+
+class _ParentSignals:
+    """In the parent of spawned training processes: SIGTERM raises KeyboardInterrupt like Ctrl-C (so it is
+    forwarded to the processes instead of killing the parent alone), for the duration of the run."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._previous = None
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    @staticmethod
+    def _handler(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
 
 
 def spawn_fit(trainer) -> dict:
@@ -253,6 +332,8 @@ def spawn_fit(trainer) -> dict:
     """
     import io
     import os
+    import signal
+    import sys
     import tempfile
     import time
 
@@ -284,29 +365,39 @@ def spawn_fit(trainer) -> dict:
                                    start_method="spawn")
         interrupted = False
         failure = None
-        while True:
-            try:
-                while not queue.empty():  # drain as we go: a large result would block rank 0 in put()
-                    messages.append(queue.get())
-                if procs.join(timeout=0.2):
+        with _ParentSignals():
+            while True:
+                try:
+                    while not queue.empty():  # drain as we go: a large result would block rank 0 in put()
+                        messages.append(queue.get())
+                    if procs.join(timeout=0.2):
+                        break
+                except KeyboardInterrupt:
+                    if interrupted or not hasattr(signal, "SIGUSR1"):
+                        for p in procs.processes:
+                            if p.is_alive():
+                                p.terminate()
+                        raise
+                    interrupted = True  # rank 0 checkpoints and stops every process after this epoch
+                    sys.stderr.write("\ninterrupt: the training processes finish this epoch and save a checkpoint; "
+                                     "interrupt again to stop now\n")
+                    rank0 = procs.processes[0]
+                    if rank0.is_alive():
+                        os.kill(rank0.pid, signal.SIGUSR1)
+                    time.sleep(0.05)
+                except Exception as exc:  # noqa: BLE001  (ProcessRaisedException / ProcessExitedException)
+                    failure = exc
                     break
-            except KeyboardInterrupt:
-                if interrupted:
-                    for p in procs.processes:
-                        if p.is_alive():
-                            p.terminate()
-                    raise
-                interrupted = True  # the processes got it too: rank 0 stops them after this epoch
-                time.sleep(0.05)
-            except Exception as exc:  # noqa: BLE001  (ProcessRaisedException / ProcessExitedException)
-                failure = exc
-                break
         while not queue.empty():
             messages.append(queue.get())
     for m in messages:
         if m[0] == "error":
             raise remote_error(m[1], m[2])
     ok = [m[1] for m in messages if m[0] == "ok"]
+    if not ok:  # stopped by an interrupt: the other processes may have failed as their peer left
+        for m in messages:
+            if m[0] == "interrupted":
+                raise KeyboardInterrupt(m[1])
     if failure is not None and ok:  # rank 0 finished and reported; a crash while shutting down loses nothing
         import logging
 

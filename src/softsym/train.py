@@ -47,7 +47,7 @@ import torch
 
 from .errors import ConfigError, DataError, ModelError, SoftsymError
 from .metrics import model_dtype_device
-from .parallel import SingleProcess, Strategy, TorchDistributed
+from .parallel import STOP_TARGETS, SingleProcess, Strategy, TorchDistributed, take_pending_stop
 from .soft.tuning import StrengthTuner, TunerContext, make_tuner
 
 __all__ = ["TrainConfig", "Trainer", "default_config", "FitResult", "Strategy", "SingleProcess", "TorchDistributed",
@@ -843,10 +843,19 @@ class _GracefulInterrupt:
         sys.stderr.write(f"\ninterrupt ({name}): finishing this epoch to save a checkpoint; {again} again to stop "
                          "now\n")
 
+    def request(self, frame=None) -> None:
+        """A stop request passed on by a parent process: the first stops after this epoch, a second at once."""
+        if self.requested or not self.enabled:
+            raise KeyboardInterrupt("stopped by the parent process")
+        self.requested = True
+
     def __enter__(self):
         import signal
         import threading
 
+        STOP_TARGETS.append(self)  # a spawned process's parent forwards interrupts to it (softsym.parallel)
+        if take_pending_stop():
+            self.requested = True
         if threading.current_thread() is not threading.main_thread():
             return self
         if self.enabled and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -861,6 +870,8 @@ class _GracefulInterrupt:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
+        if self in STOP_TARGETS:
+            STOP_TARGETS.remove(self)
         return False
 
 

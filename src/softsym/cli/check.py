@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., help="Factory returning the model: 'pkg.module:make_model' or "
                                               "'path/to/file.py:make_model'."),
         group: List[str] = typer.Option(..., "--group", "-g",
-                                        help='Candidate group, repeatable: -g "O(3)" -g "SO(3)".'),
+                                        help='Candidate group, repeatable: -g "O(3)" -g "SO(3)" (or -g "O(3);SO(3)").'),
         rep_in: str = typer.Option(..., "--rep-in", help='Input rep, e.g. "5V0+5V".'),
         rep_out: str = typer.Option(..., "--rep-out", help='Output rep, e.g. "V**2".'),
         n_inputs: int = typer.Option(64, "--n-inputs", help="Number of N(0,1) float64 inputs."),
@@ -88,18 +88,22 @@ def register(app: typer.Typer) -> None:
                                                help="Spread of the sampler of non-compact groups (SO(1,3), SL(3), "
                                                     "...; default softsym.defaults.SAMPLE_SPREAD)."),
         no_lie: bool = typer.Option(False, "--no-lie", help="Skip the Lie-derivative errors."),
-        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this path."),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this path ('-': print it on stdout instead of the tables)."),
     ):
         """Check whether a model is equivariant: errors per group and per Lie generator, with a verdict."""
         from ..check import check as run_check
         from ..errors import SoftsymError
 
+        group = [g.strip() for spec in group for g in spec.split(";") if g.strip()]  # -g "O(3);SO(3)" as --candidates
         try:
             report = run_check(model, group, rep_in, rep_out, n_inputs=n_inputs, seed=seed, inputs=inputs,
                                n_samples=n_samples, exact_tol=exact_tol, approx_tol=approx_tol, lie=not no_lie,
                                spread=spread)
         except SoftsymError as exc:
             fail(str(exc))
+            return
+        if json_path is not None and str(json_path) == "-":  # --json -: the report as JSON on stdout, nothing else
+            console.print_json(dumps_strict(report.to_dict()))
             return
         print_report(report)
         if json_path is not None:

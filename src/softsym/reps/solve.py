@@ -143,7 +143,7 @@ def _spectrum(sig: np.ndarray, r: int, keep: int = 8) -> Tuple[np.ndarray, float
     elif r == 0:
         gap = float("inf") if rel[0] > 0 else 0.0
     else:
-        gap = float(rel[r] / max(rel[r - 1], 1e-300))
+        gap = float(rel[r] / rel[r - 1]) if rel[r - 1] > 0 else float("inf")  # an exact null space: no finite gap
     return rel[: r + keep], gap
 
 
