@@ -72,6 +72,8 @@ class Standardized(nn.Module):
     ``tuner_name`` (default strength tuner, or None), ``full_group`` and ``candidates`` (group specs),
     ``rep_in`` / ``rep_out`` (rep strings). Soft models expose ``symmetry``, ``residuals()`` and
     ``layer_residuals()`` of the inner network; every model has ``regularization()`` and ``n_parameters``.
+    Inputs of any floating dtype are cast to the model's (float32 unless ``.double()``), so ``model(task.x_test)``
+    works on the float64 task data; the outputs are in the model's dtype. The bare nn models refuse other dtypes.
     """
 
     def __init__(self, net: nn.Module, x_scale: torch.Tensor, y_mean: torch.Tensor, y_std: torch.Tensor):
