@@ -39,7 +39,7 @@ from .metrics import (
     model_dtype_device,
 )
 from .reps.algebra import rep as _make_rep
-from .wrappers.frames import DegenerateFrameWarning
+from .wrappers.frames import DegenerateFrameWarning, _FrameBase
 
 __all__ = ["check", "CheckReport", "GroupCheck", "load_model", "exact_tolerance", "VERDICTS", "DEFAULT_APPROX_TOL"]
 
@@ -334,8 +334,6 @@ def _verdict(max_error: float, mean_error: float, exact_tol: float, approx_tol: 
 def _refuse_point_cloud_wrapper(model) -> None:
     """ConfigError for a bare FrameAverage / Canonicalize: check passes flat (batch, rep_in.size) inputs, and
     those wrappers take point clouds (batch, n_points, channels), so every call would fail on the shape."""
-    from .wrappers.frames import _FrameBase
-
     if isinstance(model, _FrameBase):
         name = type(model).__name__
         raise ConfigError(

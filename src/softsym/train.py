@@ -160,7 +160,6 @@ _FIELD_HINTS = {"learning_rate": "lr", "n_epochs": "epochs", "num_epochs": "epoc
 
 def _checked_init(init):
     """TrainConfig's dataclass __init__, with a ConfigError (not a bare TypeError) for an unknown field."""
-    import difflib
     import functools
 
     @functools.wraps(init)
@@ -168,6 +167,8 @@ def _checked_init(init):
         names = [f.name for f in dataclasses.fields(TrainConfig)]
         for key in kwargs:
             if key not in names:
+                import difflib  # only on this error path: not at import time
+
                 guess = _FIELD_HINTS.get(key) or next(iter(difflib.get_close_matches(key, names, 1)), None)
                 raise ConfigError(f"TrainConfig has no field {key!r}{f' (did you mean {guess!r}?)' if guess else ''}; "
                                   f"fields: {', '.join(names)}")
