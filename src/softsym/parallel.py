@@ -212,6 +212,23 @@ def _set_global_rng_state(state: dict) -> None:
 #: interrupt handlers of the runs in progress in this process, innermost last (the trainer registers its own);
 #: a spawned process's parent forwards stop requests to the last one
 STOP_TARGETS: list = []
+#: the signal numbers that asked this process to stop, first one first (the CLI exits with 128 + the first)
+STOP_SIGNALS: List[int] = []
+
+
+def note_stop_signal(signum: int) -> None:
+    """Remember that signal ``signum`` asked this process to stop (read by :func:`stop_exit_status`)."""
+    STOP_SIGNALS.append(int(signum))
+
+
+def stop_exit_status() -> int:
+    """The shell's exit status of a process stopped by the first signal noted: 143 for SIGTERM, 130 for SIGINT
+    (also when none was noted: a KeyboardInterrupt is a Ctrl-C). Clears the record."""
+    status = 128 + STOP_SIGNALS[0] if STOP_SIGNALS else 130
+    STOP_SIGNALS.clear()
+    return status
+
+
 #: a stop request that came before the run's loop registered its handler (set by the SIGUSR1 handler)
 _PENDING_STOP: List[bool] = [False]
 
@@ -313,6 +330,7 @@ class _ParentSignals:
 
     @staticmethod
     def _handler(signum, frame):
+        note_stop_signal(signum)
         raise KeyboardInterrupt("SIGTERM")
 
     def __exit__(self, *exc):

@@ -47,7 +47,8 @@ import torch
 
 from .errors import ConfigError, DataError, ModelError, SoftsymError
 from .metrics import model_dtype_device
-from .parallel import STOP_TARGETS, SingleProcess, Strategy, TorchDistributed, take_pending_stop
+from .parallel import (STOP_TARGETS, SingleProcess, Strategy, TorchDistributed, note_stop_signal,
+                       take_pending_stop)
 from .soft.tuning import StrengthTuner, TunerContext, make_tuner
 
 __all__ = ["TrainConfig", "Trainer", "default_config", "FitResult", "Strategy", "SingleProcess", "TorchDistributed",
@@ -836,6 +837,7 @@ class _GracefulInterrupt:
         import signal
 
         name = signal.Signals(signum).name
+        note_stop_signal(signum)
         if self.requested or not self.enabled:  # second signal (or nothing to save): stop now
             signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
             raise KeyboardInterrupt(f"stopped by {name}")

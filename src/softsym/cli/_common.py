@@ -32,7 +32,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def run_app(app, argv=None) -> None:
-    """Run a typer app, turning SoftsymError into a clean message and exit status 2."""
+    """Run a typer app, turning SoftsymError into a clean message and exit status 2, and an interrupt into 130
+    (Ctrl-C) or 143 (SIGTERM)."""
     try:
         app(args=argv, standalone_mode=True)
     except SoftsymError as exc:
@@ -48,7 +49,19 @@ def run_app(app, argv=None) -> None:
              "channels (--ch) or a smaller batch")
     except KeyboardInterrupt as exc:
         err_console.print(f"[yellow]interrupted[/]{': ' + str(exc) if str(exc) else ''}", highlight=False)
-        raise SystemExit(130)
+        raise SystemExit(_interrupt_status()) from None
+    except SystemExit as exc:  # typer turns a KeyboardInterrupt into exit status 130 itself
+        if exc.code == 130:
+            raise SystemExit(_interrupt_status()) from None
+        raise
+
+
+def _interrupt_status() -> int:
+    """143 when SIGTERM stopped the run, 130 after Ctrl-C (as shells report them)."""
+    import sys
+
+    parallel = sys.modules.get("softsym.parallel")  # loaded by any run a signal can stop
+    return parallel.stop_exit_status() if parallel is not None else 130
 
 
 def finite_json(obj):

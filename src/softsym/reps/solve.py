@@ -461,6 +461,10 @@ def _path_eigen1(group: Group, atoms, tol):
     return q, np.zeros(0), float("inf"), {"eigen1": int(m), "skip_generator": gi}
 
 
+#: LOBPCG iterations of the short run that decides whether a block holds only null vectors (see _path_iterative)
+_ITERATIVE_PROBE_ITERS = 60
+
+
 def _path_iterative(group: Group, atoms, tol):
     """Matrix-free LOBPCG for the smallest eigenpairs of M = sum C_i^H C_i, growing the block until a gap."""
     from scipy.sparse.linalg import LinearOperator, lobpcg
@@ -489,6 +493,8 @@ def _path_iterative(group: Group, atoms, tol):
     rng = np.random.default_rng(defaults.SOLVER_SEED)
     block = min(16, s)
     top = 4.0 * (len(lie) * p * p + len(disc) * 4)  # crude upper bound of ||M|| for scaling
+    thr = max(tol, 1e-6) * np.sqrt(top)
+    warm = None
     while True:
         if block > ITERATIVE_MAX_BLOCK and block < s:
             raise BasisTooLargeError(
@@ -498,17 +504,27 @@ def _path_iterative(group: Group, atoms, tol):
             )
         _check_alloc(group, atoms, s, 12 * block, np.dtype(dtype).itemsize, f"the iterative solver's {block} vectors")
         x0 = rng.standard_normal((s, block)).astype(dtype)
-        with warnings.catch_warnings():  # lobpcg warns when 1e-12 is not reached; the residual check decides
-            warnings.simplefilter("ignore")
-            try:
-                evals, evecs = lobpcg(op, x0, largest=False, tol=1e-12, maxiter=2000)
-            except (ValueError, np.linalg.LinAlgError) as exc:  # e.g. "eigh has failed in lobpcg postprocessing"
-                return f"LOBPCG failed ({exc})"
-        sig = np.sqrt(np.clip(evals, 0, None))
-        thr = max(tol, 1e-6) * np.sqrt(top)
-        r = int((sig <= thr).sum())
+        if warm is not None:  # keep the null vectors already found: the larger block starts from them
+            x0[:, :warm.shape[1]] = warm
+        # A short run first: it cannot overcount null vectors (unconverged ones have larger Ritz values), so when
+        # every vector of the block is already null the block doubles without the long run. That long run rarely
+        # reaches 1e-12 on a degenerate null space and then takes all its iterations (a nilpotent algebra on
+        # V**8, whose invariants outnumber any block, spent minutes in them before being refused).
+        for maxiter in (_ITERATIVE_PROBE_ITERS, 2000):
+            with warnings.catch_warnings():  # lobpcg warns when 1e-12 is not reached; the residual check decides
+                warnings.simplefilter("ignore")
+                try:
+                    evals, evecs = lobpcg(op, x0, largest=False, tol=1e-12, maxiter=maxiter)
+                except (ValueError, np.linalg.LinAlgError) as exc:  # e.g. "eigh has failed in lobpcg postprocessing"
+                    return f"LOBPCG failed ({exc})"
+            sig = np.sqrt(np.clip(evals, 0, None))
+            r = int((sig <= thr).sum())
+            if r >= block and block < s:
+                break
+            x0 = evecs  # refine from where the short run stopped
         if r < block or block >= s:
             break
+        warm = evecs
         block = min(2 * block, s)
     order = np.argsort(sig)
     q = evecs[:, order[:r]]

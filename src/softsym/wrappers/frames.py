@@ -239,7 +239,7 @@ class _FrameBase(nn.Module):
 
     def _clusters(self, w: torch.Tensor) -> List[List[int]]:
         """Groups of (descending) eigenvalue indices whose consecutive gaps are <= degenerate_tol * lambda_max."""
-        w = w.detach().cpu().numpy()
+        w = w.detach().cpu().tolist()  # tolist, not numpy(): works on torch.func (jvp/grad) wrapped tensors
         scale = max(float(w[0]), 0.0)
         groups, cur = [], [0]
         for i in range(1, len(w)):

@@ -1,0 +1,102 @@
+"""Session 12: fixes from the seventh round of user passes, and the leftovers of session 11."""
+from __future__ import annotations
+
+import math
+import signal
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import softsym as ss
+
+
+# ---------------------------------------------------------------- leftovers of session 11
+def test_jvp_through_frame_average_of_a_degenerate_cloud():
+    """torch.func.jvp through FrameAverage on a square (repeated covariance eigenvalues) raised a raw
+    RuntimeError: the eigenvalue clustering called .numpy() on a functorch-wrapped tensor."""
+    from torch.func import jvp
+
+    from softsym.wrappers import FrameAverage
+
+    class Base(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(12, 1, dtype=torch.float64)
+
+        def forward(self, x):
+            return self.lin(x.reshape(x.shape[0], -1))
+
+    torch.manual_seed(0)
+    fa = FrameAverage(Base(), group="O(3)", output="scalar")
+    t = torch.arange(4, dtype=torch.float64) * math.pi / 2
+    x = torch.stack([torch.cos(t), torch.sin(t), torch.zeros(4, dtype=torch.float64)], -1)[None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y = fa(x)
+        y2, dy = jvp(fa, (x,), (torch.randn_like(x),))
+    assert torch.allclose(y, y2, atol=1e-12)
+    assert dy.shape == y.shape and torch.isfinite(dy).all()
+
+
+def test_interrupt_exit_status_names_the_signal():
+    """The CLI exited 130 after SIGTERM too; shells report 128 + 15 = 143 for it."""
+    from softsym import parallel
+    from softsym.cli._common import _interrupt_status
+
+    parallel.STOP_SIGNALS.clear()
+    assert _interrupt_status() == 130  # a plain Ctrl-C
+    parallel.note_stop_signal(signal.SIGTERM)
+    parallel.note_stop_signal(signal.SIGINT)  # the first signal decides
+    assert _interrupt_status() == 143
+    assert parallel.STOP_SIGNALS == []
+
+
+def test_run_app_maps_typers_interrupt_exit_to_the_signal():
+    import typer
+
+    from softsym import parallel
+    from softsym.cli._common import run_app
+
+    app = typer.Typer()
+
+    @app.command()
+    def stop():
+        parallel.note_stop_signal(signal.SIGTERM)
+        raise KeyboardInterrupt("stopped by SIGTERM")
+
+    @app.command()
+    def other():
+        pass
+
+    with pytest.raises(SystemExit) as exc:
+        run_app(app, ["stop"])
+    assert exc.value.code == 143
+    with pytest.raises(SystemExit) as exc:
+        run_app(app, ["other"])
+    assert exc.value.code == 0
+
+
+_NIL = np.zeros((1, 3, 3))
+_NIL[0, 0, 1] = 1.0  # one nilpotent generator: not diagonalisable, so only the iterative path applies
+_HEIS = np.zeros((3, 4, 4))
+_HEIS[0, 0, 1] = _HEIS[1, 1, 2] = _HEIS[2, 0, 2] = 1.0
+
+
+@pytest.mark.parametrize("alg, atoms", [(_NIL, (0, 0, 0, 0)), (_NIL, (0, 0, 1, 1)), (_HEIS, (0, 1, 0)),
+                                        (_NIL, (0,) * 5)])
+def test_iterative_path_matches_a_dense_null_space(alg, atoms):
+    """The iterative (LOBPCG) path now probes each block with a short run before the long one and keeps the null
+    vectors found when the block doubles; its basis must still be the whole null space, to round-off. V**5 has 96
+    invariants: the block doubles from 16 to 128."""
+    from softsym.reps import solve
+
+    group = ss.Group(lie_algebra=alg)
+    q = solve._path_iterative(group, atoms, 1e-6)[0]
+    c = solve.dense_constraint(group, atoms)
+    sv = np.linalg.svd(c, compute_uv=False)
+    null = c.shape[1] - int((sv > 1e-8 * sv.max()).sum())
+    assert q.shape == (alg.shape[1] ** len(atoms), null)
+    assert solve.block_residual(group, atoms, q) < 1e-12
+    assert np.allclose(q.T @ q, np.eye(null), atol=1e-10)
