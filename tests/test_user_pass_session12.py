@@ -100,3 +100,28 @@ def test_iterative_path_matches_a_dense_null_space(alg, atoms):
     assert q.shape == (alg.shape[1] ** len(atoms), null)
     assert solve.block_residual(group, atoms, q) < 1e-12
     assert np.allclose(q.T @ q, np.eye(null), atol=1e-10)
+
+
+def test_block_counters_tell_solved_from_cached(fresh_cache):
+    """`softsym demo` said "solved from scratch" when one cache entry of fourteen was missing; it now counts the
+    blocks solved and the blocks read from the cache."""
+    from softsym.reps import basis, cache
+
+    rep = ss.rep("V**2", "O(3)")
+    s0, c0 = basis.blocks_solved, basis.blocks_cached
+    ss.equivariant_basis(rep)
+    assert basis.blocks_solved > s0 and basis.blocks_cached == c0
+    cache._memory.clear()
+    s1 = basis.blocks_solved
+    ss.equivariant_basis(rep)  # from disk
+    assert basis.blocks_solved == s1 and basis.blocks_cached > c0
+
+
+def test_nan_in_a_csv_names_its_line(tmp_path):
+    """A NaN in a CSV was reported as "row 1, counting from 0" while every other CSV error names the file line."""
+    from softsym.errors import DataError
+
+    f = tmp_path / "d.csv"
+    f.write_text("x1,x2,x3,y\n1,2,3,4\n\n1,nan,3,4\n")
+    with pytest.raises(DataError, match=r"d\.csv, line 4: data row 2 has a NaN / inf entry \(column 2\)"):
+        ss.load_task(f, group="O(3)", rep_in="V", rep_out="V0")

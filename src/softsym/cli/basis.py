@@ -56,13 +56,21 @@ def register(app: typer.Typer) -> None:
         console.print("[bold]softsym demo[/]: equivariant linear maps rep_in -> rep_out, solved in float64")
         from ..reps import basis as basis_module
 
-        t0, solved0 = time.perf_counter(), basis_module.blocks_solved
+        t0, solved0, cached0 = time.perf_counter(), basis_module.blocks_solved, basis_module.blocks_cached
         table, _ = _solve_table(DEMO_CASES, cache=not no_cache, title="Equivariant bases (Hom(rep_in, rep_out))")
         console.print(table)
-        cold = basis_module.blocks_solved > solved0
-        console.print(f"total {time.perf_counter() - t0:.2f} s; " + (
-            "solved from scratch" + ("" if no_cache else ": run again to see cached (warm) timings") if cold
-            else "every block came from the on-disk cache (--no-cache solves from scratch)") + ".")
+        n_solved = basis_module.blocks_solved - solved0
+        n_cached = basis_module.blocks_cached - cached0
+        if no_cache:
+            how = "solved from scratch (cache ignored)"
+        elif n_solved and not n_cached:
+            how = "solved from scratch: run again to see cached (warm) timings"
+        elif n_solved:
+            how = (f"{n_solved} tensor block{'s' if n_solved != 1 else ''} solved, {n_cached} read from the cache: "
+                   "run again to see cached (warm) timings")
+        else:
+            how = "every block came from the on-disk cache (--no-cache solves from scratch)"
+        console.print(f"total {time.perf_counter() - t0:.2f} s; {how}.")
 
     @app.command()
     def solve(

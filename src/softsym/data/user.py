@@ -320,7 +320,7 @@ def _read_table(path: Path, raw: bytes, n_cols: int) -> np.ndarray:
         try:
             table = np.loadtxt([ln for _, ln in rows], delimiter=delimiter, dtype=np.float64, ndmin=2)
             if table.shape[1] == n_cols:
-                return table
+                return _finite_table(path, table, rows)
         except ValueError:
             pass
     table = np.empty((len(rows), n_cols), dtype=np.float64)
@@ -339,6 +339,19 @@ def _read_table(path: Path, raw: bytes, n_cols: int) -> np.ndarray:
             bad = next(v for v in parts if v and not _is_number(v) and not _decimal_comma(v))
             raise DataError(f"{path}, line {lineno}: data row {k + 1} has a non-numeric entry {bad!r}; every entry "
                             "after the optional header line must be a number") from None
+    return _finite_table(path, table, rows)
+
+
+def _finite_table(path: Path, table: np.ndarray, rows) -> np.ndarray:
+    """``table``, or a DataError naming the file line of its first NaN / inf entry (as the other text-file
+    errors do, rather than an array row index)."""
+    bad = ~np.isfinite(table)
+    if bad.any():
+        bad_rows = np.nonzero(bad.any(axis=1))[0]
+        k = int(bad_rows[0])
+        col = int(np.nonzero(bad[k])[0][0])
+        raise DataError(f"{path}, line {rows[k][0]}: data row {k + 1} has a NaN / inf entry (column {col + 1}); "
+                        f"{int(bad.sum())} such entries in {len(bad_rows)} rows in all: drop or impute them first")
     return table
 
 
@@ -397,7 +410,7 @@ def load_task(path, *, group, rep_in, rep_out, candidates: Optional[Sequence[str
                         f"{', '.join(_SPLIT_KEYS)} (val / test optional)")
     table = _read_table(p, raw, rin.size + rout.size)
     return _naming_file(p, lambda: task_from_arrays(table[:, :rin.size], table[:, rin.size:], **common),
-                        " (rows are data rows, counted from 0 after any header line)")
+                        " (samples are data rows, counted from 0 after any header line)")
 
 
 def _naming_file(path: Path, build, note: str = ""):

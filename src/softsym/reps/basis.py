@@ -212,8 +212,16 @@ def _valid_shape(sol: Optional[BlockSolution], s: int) -> Optional[BlockSolution
     return sol
 
 
-#: blocks solved (not found in a cache) by this process, e.g. to tell a cold run from a warm one
+#: blocks solved (not found in a cache) and blocks found in the memory or disk cache by this process, e.g. to tell
+#: a cold run from a warm one
 blocks_solved = 0
+blocks_cached = 0
+
+
+def _hit(sol: BlockSolution) -> BlockSolution:
+    global blocks_cached
+    blocks_cached += 1
+    return sol
 
 
 def _solve(group, atoms, tol: float) -> BlockSolution:
@@ -231,7 +239,7 @@ def _solve_cached(group, atoms, tol: float, use_cache: bool) -> BlockSolution:
     key = _cache.block_key(group.key, atoms, tol)
     sol = _cache.memory_get(key)
     if sol is not None:
-        return sol
+        return _hit(sol)
     s = group.d ** len(atoms)
     sol = _valid_shape(_cache.load(key), s)
     if sol is None:
@@ -240,6 +248,10 @@ def _solve_cached(group, atoms, tol: float, use_cache: bool) -> BlockSolution:
             if sol is None:
                 sol = _solve(group, atoms, tol)
                 _cache.store(key, sol)
+            else:
+                _hit(sol)
+    else:
+        _hit(sol)
     _cache.memory_put(key, sol)
     return sol
 
