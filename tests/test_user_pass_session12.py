@@ -125,3 +125,47 @@ def test_nan_in_a_csv_names_its_line(tmp_path):
     f.write_text("x1,x2,x3,y\n1,2,3,4\n\n1,nan,3,4\n")
     with pytest.raises(DataError, match=r"d\.csv, line 4: data row 2 has a NaN / inf entry \(column 2\)"):
         ss.load_task(f, group="O(3)", rep_in="V", rep_out="V0")
+
+
+def test_prox_softemlp_in_a_plain_loop_warns_once():
+    """SoftEMLP(penalty='prox') in a user's own loop (loss + regularization(), no proximal calls) ignored its
+    strengths silently: the equivariance error at lambda = 1e6 equalled lambda = 0. It now warns once; the loss
+    penalty in the same loop lowers the error as lambda grows."""
+    from softsym.nn import SoftEMLP
+
+    m = SoftEMLP("5V0+5V", "V**2", ["O(3)"], ch=16, penalty="prox")
+    m.symmetry.set_strengths([100.0])
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for _ in range(6):
+            m.regularization()
+    assert sum("proximal_step" in str(w.message) for w in rec) == 1
+    m2 = SoftEMLP("5V0+5V", "V**2", ["O(3)"], ch=16, penalty="prox")
+    m2.symmetry.set_strengths([100.0])
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for _ in range(6):
+            m2.regularization()
+            m2.proximal_step(1e-3)
+    assert not rec
+
+
+def test_loss_penalty_in_a_plain_loop_lowers_the_error_with_strength():
+    """PER's loss penalty in a user's own Adam loop on the Inertia task: the O(3) error falls with lambda."""
+    from softsym.nn import SoftEMLP
+
+    task = ss.make_task("inertia", n_train=64, n_val=16, n_test=16, seed=0)
+    x, y = task.x_train.float(), task.y_train.float()
+    y = y / y.std()
+    errs = []
+    for lam in (0.0, 1.0, 1e4):
+        torch.manual_seed(0)
+        m = SoftEMLP("5V0+5V", "V**2", ["O(3)"], ch=16, seed=0)
+        m.symmetry.set_strengths([lam])
+        opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+        for _ in range(150):
+            opt.zero_grad()
+            ((m(x) - y).pow(2).mean() + m.regularization()).backward()
+            opt.step()
+        errs.append(ss.equivariance_error(m.double(), "O(3)", "5V0+5V", "V**2", task.x_test, n_samples=8).mean)
+    assert errs[0] > 2 * errs[1] > 20 * errs[2]

@@ -469,8 +469,19 @@ class SoftEMLP(_ModelMixin, nn.Module):
     def regularization(self) -> torch.Tensor:
         """sum_j lambda_j R_j with the strengths of ``self.symmetry`` (zero with ``penalty="prox"``)."""
         if self.penalty == "prox":
+            self._warn_if_prox_unused()
             return zero_scalar(self)
         return self.symmetry.penalty(self.residuals())
+
+    def _warn_if_prox_unused(self) -> None:
+        """Warn once when a training loop keeps asking for the (zero) loss penalty of ``penalty="prox"`` but never
+        applies the proximal steps: the strengths then do nothing at all."""
+        calls = self.__dict__.get("_reg_calls_without_prox", 0) + 1
+        self.__dict__["_reg_calls_without_prox"] = calls
+        if calls == 3 and bool((self.symmetry.strengths.detach() > 0).any()):
+            warnings.warn("SoftEMLP(penalty='prox') adds nothing to the loss: in your own training loop call "
+                          "model.proximal_gradient(lr) before and model.proximal_step(lr) after optimizer.step() "
+                          "(softsym.Trainer does), or build it with penalty='loss'", UserWarning, stacklevel=3)
 
     def _prox_factors(self, lr: float) -> List[float]:
         lam = self.symmetry.strengths.detach().double().cpu()
@@ -481,6 +492,7 @@ class SoftEMLP(_ModelMixin, nn.Module):
         """With ``penalty="prox"``: theta <- prox of lr * sum_j lambda_j R_j (one candidate after the other)."""
         if self.penalty != "prox":
             return
+        self.__dict__["_reg_calls_without_prox"] = -(1 << 62)  # the loop applies the prox: never warn
         factors = self._prox_factors(lr)
         if not any(factors):
             return
