@@ -556,6 +556,17 @@ class Trainer:
     def _loss_fn(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ((pred - y) ** 2).mean()
 
+    def _gradient_scale(self) -> float:
+        """Factor on the loss (task + penalty) and the weight decay before backward: 1 / Var(y_train) when the
+        targets' spread is far from 1 (std < 1e-2 or > 1e4), else 1. Adam's steps do not depend on a constant
+        factor except through its eps = 1e-8, which swamps the gradients of targets on a 1e-8 scale (SI units):
+        such a run used to stall at the constant predictor. Logged losses stay in the targets' units."""
+        y = self.task.y_train.detach().to(torch.float64)
+        var = float(((y - y.mean(0)) ** 2).mean()) if y.numel() else 1.0
+        if not math.isfinite(var) or var <= 0 or 1e-4 <= var <= 1e8:
+            return 1.0
+        return 1.0 / var
+
     def _check_data(self) -> None:
         for split, (x, y) in self.task.splits().items():
             if len(x) == 0 or len(x) != len(y):
@@ -579,6 +590,7 @@ class Trainer:
         n = len(x_tr)
         self._check_output_shape(x_tr[:2], y_tr[:2])
         steps_per_epoch = math.ceil(n / cfg.batch_size)
+        grad_scale = self._gradient_scale()
         strat.broadcast_module(model)  # every process starts from rank 0's parameters (and strengths)
         self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
         self.schedule = CosineSchedule(cfg.lr, cfg.epochs, cfg.schedule, cfg.min_lr)
@@ -648,16 +660,17 @@ class Trainer:
                         loss = (data_loss * share if share != 1.0 else data_loss) + reg
                         self.optimizer.zero_grad(set_to_none=True)
                         if loss.requires_grad:
-                            loss.backward()
+                            (loss * grad_scale if grad_scale != 1.0 else loss).backward()
                         strat.all_reduce_gradients(model.parameters())
                         if cfg.weight_decay:  # gradient of 0.5 wd ||theta||^2, added directly (no graph nodes)
+                            wd = cfg.weight_decay * grad_scale
                             with torch.no_grad():
                                 for p in model.parameters():
                                     if p.requires_grad:
                                         if p.grad is None:
-                                            p.grad = p.detach() * cfg.weight_decay
+                                            p.grad = p.detach() * wd
                                         else:
-                                            p.grad.add_(p, alpha=cfg.weight_decay)
+                                            p.grad.add_(p, alpha=wd)
                         if prox_grad is not None:
                             prox_grad(lr)
                         self.optimizer.step()
@@ -809,8 +822,16 @@ class Trainer:
             metrics["candidates"] = list(sym.names)
             metrics["strengths"] = dict(zip(sym.names, final_strengths))
             metrics["strengths_at_best"] = dict(zip(sym.names, best["strengths"])) if best.get("strengths") else None
-            with torch.no_grad():
-                metrics["residuals"] = dict(zip(sym.names, [float(r) for r in model.residuals()]))
+            try:
+                with torch.no_grad():
+                    metrics["residuals"] = dict(zip(sym.names, [float(r) for r in model.residuals()]))
+            except ModelError as exc:  # e.g. a Lie penalty on a model with no derivative rules in eval mode: the
+                # finished run's metrics and checkpoint matter more than this summary figure
+                import warnings
+
+                warnings.warn(f"the final residuals could not be computed ({exc}); metrics['residuals'] is None",
+                              UserWarning, stacklevel=2)
+                metrics["residuals"] = None
             metrics["history"] = _jsonable(history)
         metrics = _jsonable(metrics)
         if self.run_dir is not None and self.strategy.is_main:

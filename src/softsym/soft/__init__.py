@@ -4,5 +4,7 @@ from .linear_projection import LinearProjectionPenalty
 from .model import SoftModel
 from .sampled import SampledPenalty
 from .symmetry import SoftSymmetry
+from .tuning import PERTuner, SoftTuner, StrengthTuner, make_tuner
 
-__all__ = ["SoftSymmetry", "SampledPenalty", "LiePenalty", "LinearProjectionPenalty", "SoftModel"]
+__all__ = ["SoftSymmetry", "SampledPenalty", "LiePenalty", "LinearProjectionPenalty", "SoftModel", "PERTuner",
+           "SoftTuner", "StrengthTuner", "make_tuner"]

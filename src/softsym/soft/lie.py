@@ -7,15 +7,15 @@ AD (``torch.func.jvp``), which composes with ordinary backpropagation to the par
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, ModelError, SoftsymError
-from ..metrics import _check_output, check_seed, model_dtype_device
-from .sampled import bind_reps, check_inputs, check_normalize, check_residuals, residual_scale
-from .symmetry import SoftSymmetry
+from ..metrics import _check_output, model_dtype_device
+from .sampled import bind_reps, check_inputs, check_normalize, check_residuals, penalty_seed, pick_reps, residual_scale
+from .symmetry import SoftSymmetry, as_symmetry
 
 __all__ = ["LiePenalty"]
 
@@ -25,13 +25,16 @@ class LiePenalty:
 
     Parameters
     ----------
-    symmetry : SoftSymmetry; every candidate needs a Lie algebra (finite groups: use SampledPenalty).
-    rep_ins, rep_outs : a rep spec bound to every candidate, or one rep per candidate.
+    symmetry : SoftSymmetry (or the candidate groups: a list of specs); every candidate needs a Lie algebra
+        (finite groups: use SampledPenalty).
+    rep_ins, rep_outs : a rep spec bound to every candidate, or one rep per candidate (also ``rep_in=`` /
+        ``rep_out=``).
     n_generators : use a random subset of this many generators per call (default: all); the subset is drawn with
-        ``seed`` and changes every call, an unbiased estimate of the mean over generators.
-    method : "jvp" (torch.func.jvp, default) or "vjp" (reverse mode twice, for custom autograd Functions without a
-        forward-mode rule; only correct if their backward is itself differentiable -- a hand-written backward on
-        detached saved tensors makes it silently wrong).
+        ``seed`` (None: from torch's global generator) and changes every call, an unbiased estimate of the mean.
+    method : "auto" (default: jvp, and reverse mode twice where the model has no forward-mode rule, e.g.
+        PyTorch's fused TransformerEncoder in eval mode or BatchNorm updating its statistics in training),
+        "jvp" (torch.func.jvp only) or "vjp" (reverse mode twice; only correct if custom autograd Functions in the
+        model have a differentiable backward -- softsym's own refuse double backward with a clear error).
     normalize : "none" (default: mean over the outputs, the units of an MSE loss) or "output" (relative to the
         outputs' detached mean square; scale-free, but it can drive small models to constant outputs).
 
@@ -39,10 +42,12 @@ class LiePenalty:
     with SampledPenalty for those. Residuals (J,) are returned in the model output's dtype.
     """
 
-    def __init__(self, symmetry: SoftSymmetry, rep_ins, rep_outs, *, n_generators: Optional[int] = None,
-                 seed: Optional[int] = None, method: str = "jvp", normalize: str = "none") -> None:
-        if not isinstance(symmetry, SoftSymmetry):
-            raise ConfigError(f"LiePenalty needs a SoftSymmetry, got {type(symmetry).__name__}")
+    def __init__(self, symmetry: SoftSymmetry, rep_ins=None, rep_outs=None, *, n_generators: Optional[int] = None,
+                 seed: Optional[int] = None, method: str = "auto", normalize: str = "none", rep_in=None,
+                 rep_out=None) -> None:
+        symmetry = as_symmetry(symmetry, "LiePenalty")
+        rep_ins = pick_reps(rep_ins, rep_in, "rep_in", "LiePenalty")
+        rep_outs = pick_reps(rep_outs, rep_out, "rep_out", "LiePenalty")
         self.symmetry = symmetry
         self.rep_ins = bind_reps(symmetry, rep_ins, "rep_ins")
         self.rep_outs = bind_reps(symmetry, rep_outs, "rep_outs")
@@ -61,12 +66,12 @@ class LiePenalty:
                                          or n_generators < 1):
             raise ConfigError(f"n_generators must be a positive integer or None, got {n_generators!r}")
         self.n_generators = None if n_generators is None else int(n_generators)
-        if method not in ("jvp", "vjp"):
-            raise ConfigError(f"method must be 'jvp' or 'vjp', got {method!r}")
+        if method not in ("auto", "jvp", "vjp"):
+            raise ConfigError(f"method must be 'auto', 'jvp' or 'vjp', got {method!r}")
         self.method = method
+        self._jvp_failed: Dict[bool, str] = {}  # method="auto": training flag -> why jvp failed in that mode
         self.normalize = check_normalize(normalize, "LiePenalty")
-        seed = check_seed(seed)
-        self._torch_gen = torch.Generator().manual_seed(0 if seed is None else seed)
+        self._torch_gen = torch.Generator().manual_seed(penalty_seed(seed))
 
     def rng_state(self) -> dict:
         """The generator-subset sampler's state (JSON-able), so that a resumed run draws the same subsets."""
@@ -112,14 +117,28 @@ class LiePenalty:
         """(model(x), J t), differentiable w.r.t. the parameters."""
         from torch.func import jvp
 
-        if self.method == "jvp":
+        mode = bool(getattr(model, "training", False))
+        if self.method == "jvp" or (self.method == "auto" and mode not in self._jvp_failed):
             try:
                 return jvp(model, (x,), (t,))
             except SoftsymError:  # the model's own clear error (e.g. a softsym wrapper refusing its inputs)
                 raise
             except Exception as exc:
-                raise ModelError(f"torch.func.jvp of the model failed ({type(exc).__name__}: {exc}); use "
-                                 "method='vjp' (if its backward is differentiable) or SampledPenalty") from exc
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                if self.method == "jvp":
+                    raise ModelError(f"torch.func.jvp of the model failed ({why}); use method='auto' or 'vjp' (if "
+                                     "its backward is differentiable) or SampledPenalty") from exc
+                self._jvp_failed[mode] = why  # auto: reverse mode from now on, for models in this mode
+        try:
+            return self._derivative_vjp(model, x, t)
+        except ModelError as exc:
+            if self.method == "auto":
+                raise ModelError(f"the Lie penalty needs the model's Jacobian-vector products: torch.func.jvp failed "
+                                 f"({self._jvp_failed[mode]}) and so did reverse mode twice ({exc})") from None
+            raise
+
+    def _derivative_vjp(self, model: Callable, x: torch.Tensor, t: torch.Tensor):
+        """(model(x), J t) by reverse mode twice (the double-vjp trick)."""
         keep_graph = torch.is_grad_enabled()  # under no_grad (e.g. validation) the residuals need no graph
         xr = x.detach().requires_grad_(True)
         try:

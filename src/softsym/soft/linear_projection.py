@@ -8,7 +8,7 @@ never forming a dense projector.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..reps.algebra import Hom
 from ..reps.basis import Basis, equivariant_basis
 from .sampled import bind_reps
-from .symmetry import SoftSymmetry
+from .symmetry import SoftSymmetry, as_symmetry
 
 __all__ = ["LinearProjectionPenalty"]
 
@@ -55,18 +55,27 @@ class LinearProjectionPenalty:
     torch.Size([2])
     """
 
-    def __init__(self, model: nn.Module, symmetry: SoftSymmetry, layers: Mapping[str, Tuple]) -> None:
+    def __init__(self, model: nn.Module, symmetry: SoftSymmetry, layers: Optional[Mapping[str, Tuple]] = None, *,
+                 reps: Optional[Mapping[str, Tuple]] = None) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"LinearProjectionPenalty needs an nn.Module, got {type(model).__name__}")
-        if not isinstance(symmetry, SoftSymmetry):
-            raise ConfigError(f"LinearProjectionPenalty needs a SoftSymmetry, got {type(symmetry).__name__}")
+        symmetry = as_symmetry(symmetry, "LinearProjectionPenalty")
+        for g in symmetry.groups:
+            if g.is_complex:
+                raise ConfigError(f"{g.name} is complex; LinearProjectionPenalty supports real groups only (a real "
+                                  "nn.Linear has no complex equivariant subspace to project on)")
+        if layers is not None and reps is not None:
+            raise ConfigError("LinearProjectionPenalty got both layers= and reps= (the same argument under two names)")
+        layers = reps if layers is None else layers
+        if layers is None:
+            raise ConfigError("LinearProjectionPenalty needs the declared layers {'layer name': (rep_in, rep_out)}")
         if not isinstance(layers, Mapping):
             raise ConfigError("LinearProjectionPenalty: layers must be a dict {'layer name': (rep_in, rep_out)}, got "
                               f"{type(layers).__name__}")
         if not layers:
             raise ConfigError("LinearProjectionPenalty needs at least one declared layer {'name': (rep_in, rep_out)}")
         self.model, self.symmetry = model, symmetry
-        modules = dict(model.named_modules())
+        modules = dict(model.named_modules(remove_duplicate=False))  # a shared layer answers to every name
         linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
         self.layers: List[Tuple[str, nn.Linear, List[Basis], List[Basis]]] = []
         for name, spec in layers.items():

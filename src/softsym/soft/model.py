@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import ConfigError
 from .linear_projection import LinearProjectionPenalty
 from .lie import LiePenalty
-from .sampled import SampledPenalty
+from .sampled import SampledPenalty, same_randomness
 
 __all__ = ["SoftModel"]
 
@@ -34,6 +34,8 @@ class SoftModel(nn.Module):
     """``model`` made softly equivariant by ``penalty`` (SampledPenalty, LiePenalty or LinearProjectionPenalty).
 
     ``strength_max``: the largest lambda the soft tuner may set (None: its own ``hi``).
+    ``full_group``: the candidate the model is meant to be closest to, which the PER tuner leaves unpenalised
+    (default: the candidate whose Lie algebra contains every other's, e.g. O(3) among O(3), O(2)@x, O(2)@z).
     Data parallelism (``world_size`` > 1): every process evaluates the penalty on its share of the batch with its
     own draws of group elements, so a sampled (or generator-subsampled Lie) penalty matches a single-process run in
     expectation, not bit for bit as the rest of training does.
@@ -57,7 +59,7 @@ class SoftModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, penalty, *, rep_in=None, rep_out=None,
-                 strength_max: Optional[float] = 10.0) -> None:
+                 strength_max: Optional[float] = 10.0, full_group=None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ConfigError(f"SoftModel needs a torch.nn.Module, got {type(model).__name__}")
@@ -69,6 +71,9 @@ class SoftModel(nn.Module):
         self.model = model
         self.penalty = penalty
         self.symmetry = penalty.symmetry  # a submodule: strengths move with .to(device) and are checkpointed
+        if full_group is not None:
+            full_group = self.symmetry.groups[self.symmetry.index(full_group)]  # must be one of the candidates
+        self.full_group = full_group
         self._needs_inputs = not isinstance(penalty, LinearProjectionPenalty)
         # the model's input / output reps (the soft tuner transforms validation data with them)
         if rep_in is None and self._needs_inputs:
@@ -90,6 +95,7 @@ class SoftModel(nn.Module):
         self.strength_max: Optional[float] = None if strength_max is None else float(strength_max)
         self._batch: Optional[torch.Tensor] = None
         self._batch_out: Optional[torch.Tensor] = None
+        self._batch_rng = None  # torch RNG state before the training forward (the penalty replays its dropout)
         self._reference: Optional[torch.Tensor] = None
 
     @property
@@ -102,9 +108,16 @@ class SoftModel(nn.Module):
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)``; in training mode with gradients on, the batch is also kept for ``regularization()``."""
+        keep = self._needs_inputs and self.training and torch.is_grad_enabled()
+        rng = same_randomness.rng_state(x.device) if keep and isinstance(self.penalty, SampledPenalty) else None
+        if self._needs_inputs and isinstance(x, torch.Tensor) and x.ndim == 2 and x.shape[1] != self.penalty.n_in:
+            raise ConfigError(f"SoftModel: inputs have {x.shape[1]} features but the penalty was declared on rep_in "
+                              f"{self.penalty.rep_ins[0]!r} of size {self.penalty.n_in}; declare the rep of the "
+                              "model's inputs")
         out = self.model(x)
-        if self._needs_inputs and self.training and torch.is_grad_enabled():
-            self._batch, self._batch_out = x.detach(), out
+        if keep:
+            self._batch, self._batch_out, self._batch_rng = x.detach(), out, rng
         return out
 
     def set_reference_inputs(self, x: torch.Tensor) -> None:
@@ -161,7 +174,7 @@ class SoftModel(nn.Module):
         x, out = self._batch, self._batch_out
         self._batch_out = None  # its graph is consumed by this loss
         if isinstance(self.penalty, SampledPenalty):
-            return self.symmetry.penalty(self.penalty.residuals(self.model, x, fx=out))
+            return self.symmetry.penalty(self.penalty.residuals(self.model, x, fx=out, rng_before=self._batch_rng))
         return self.symmetry.penalty(self.penalty.residuals(self.model, x))
 
     def extra_repr(self) -> str:

@@ -15,10 +15,10 @@ from ..errors import ConfigError, DataError, ModelError, RepError, SoftsymError
 from ..metrics import _check_output, check_seed, check_spread, finite_elements, model_dtype_device, require_real_finite
 from ..reps.algebra import parse_rep
 from ..reps.base import Rep
-from .symmetry import SoftSymmetry
+from .symmetry import SoftSymmetry, as_symmetry
 
 __all__ = ["SampledPenalty", "bind_reps", "check_inputs", "check_residuals", "check_normalize", "residual_scale",
-           "NORMALIZE_MODES"]
+           "NORMALIZE_MODES", "pick_reps", "penalty_seed", "same_randomness"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,78 @@ def bind_reps(symmetry: SoftSymmetry, reps: Union[RepSpec, Sequence[RepSpec]], w
     return out
 
 
+def pick_reps(plural, singular, name: str, who: str):
+    """A penalty's ``rep_ins`` (or ``rep_outs``), also accepted under the metrics' name ``rep_in`` (``rep_out``)."""
+    if plural is not None and singular is not None:
+        raise ConfigError(f"{who} got both {name}s= and {name}= (the same argument under two names); give it once")
+    if plural is None and singular is None:
+        raise ConfigError(f"{who} needs the model's {name} (e.g. 'V' or '5V0+5V'), third and fourth after the "
+                          f"symmetry, or as {name}=")
+    return plural if plural is not None else singular
+
+
+def penalty_seed(seed):
+    """A penalty's sampler seed: ``seed`` if given, else one drawn from torch's global generator, so that
+    ``torch.manual_seed`` makes a run reproducible (fresh OS entropy made every run differ)."""
+    seed = check_seed(seed)
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    return seed
+
+
+class same_randomness:
+    """Context for the extra forward passes of a penalty on a model in training mode: every pass starts from the
+    torch RNG state of the original forward (``start``), so dropout draws the same masks for f(x) and f(g x); on
+    exit the RNG is left where the original forward left it (``end``, the state on entry: with ``start`` None the
+    original forward runs inside the context, and the penalty consumes no randomness at all). Normalisation
+    layers' running statistics (BatchNorm) are restored on exit, so the extra batches do not leak into them."""
+
+    def __init__(self, model, start=None):
+        self.model = model
+        self.active = isinstance(model, torch.nn.Module) and model.training
+        self.start = start
+
+    @staticmethod
+    def rng_state(device=None):
+        """Torch's CPU RNG state, plus the CUDA one of ``device`` (None when there is no CUDA device to track)."""
+        cuda = None
+        if device is not None and torch.device(device).type == "cuda":
+            cuda = torch.cuda.get_rng_state(torch.device(device))
+        return torch.get_rng_state(), cuda, device
+
+    @staticmethod
+    def set_rng_state(state) -> None:
+        cpu, cuda, device = state
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, torch.device(device))
+
+    def __enter__(self):
+        if not self.active:
+            return self
+        self.device = next((p.device for p in self.model.parameters()), None)
+        self.end = self.rng_state(self.device)
+        if self.start is None:
+            self.start = self.end
+        self.stats = [(t, t.detach().clone()) for m in self.model.modules()
+                      if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats
+                      for t in (m.running_mean, m.running_var, m.num_batches_tracked) if t is not None]
+        return self
+
+    def rewind(self) -> None:
+        """Before each extra forward pass: the RNG state of the original one."""
+        if self.active:
+            self.set_rng_state(self.start)
+
+    def __exit__(self, *exc):
+        if self.active:
+            self.set_rng_state(self.end)
+            with torch.no_grad():
+                for t, saved in self.stats:
+                    t.copy_(saved)
+        return False
+
+
 def check_inputs(x, n_in: int, who: str) -> None:
     """DataError unless x is a tensor (batch, n_in) of real finite values with at least one row (as the metrics)."""
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != n_in:
@@ -130,12 +202,18 @@ class SampledPenalty:
     then lower the penalty by shrinking its outputs, which with strengths >= ~0.1 drives small models towards
     constant outputs, so it is not the default.
 
+    In training mode every transformed forward pass replays the torch RNG state of the forward on x (dropout draws
+    the same masks for f(x) and f(g x), so dropout noise is not measured as symmetry breaking), leaves the RNG
+    where that forward left it, and BatchNorm running statistics are restored after the extra passes.
+
     Parameters
     ----------
-    symmetry : SoftSymmetry holding the candidate groups and strengths.
-    rep_ins, rep_outs : a rep spec / unbound Rep bound to every candidate, or one rep per candidate.
+    symmetry : SoftSymmetry holding the candidate groups and strengths (or the groups: a list of specs).
+    rep_ins, rep_outs : a rep spec / unbound Rep bound to every candidate, or one rep per candidate (also
+        accepted as ``rep_in=`` / ``rep_out=``).
     n_samples : group elements per input row and call.
-    seed : seed of the element sampler (numpy Generator kept across calls).
+    seed : seed of the element sampler (numpy Generator kept across calls); None draws it from torch's global
+        generator (so ``torch.manual_seed`` makes runs reproducible).
     spread : spread of non-compact samplers (default softsym.defaults.SAMPLE_SPREAD).
     normalize : "none" (default: mean over outputs) or "output" (relative to the outputs' mean square).
 
@@ -153,11 +231,12 @@ class SampledPenalty:
     torch.Size([1])
     """
 
-    def __init__(self, symmetry: SoftSymmetry, rep_ins, rep_outs, n_samples: int = 1, *,
+    def __init__(self, symmetry: SoftSymmetry, rep_ins=None, rep_outs=None, n_samples: int = 1, *,
                  seed: Optional[int] = None, spread: Optional[float] = None, detach_target: bool = False,
-                 normalize: str = "none") -> None:
-        if not isinstance(symmetry, SoftSymmetry):
-            raise ConfigError(f"SampledPenalty needs a SoftSymmetry, got {type(symmetry).__name__}")
+                 normalize: str = "none", rep_in=None, rep_out=None) -> None:
+        symmetry = as_symmetry(symmetry, "SampledPenalty")
+        rep_ins = pick_reps(rep_ins, rep_in, "rep_in", "SampledPenalty")
+        rep_outs = pick_reps(rep_outs, rep_out, "rep_out", "SampledPenalty")
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ConfigError(f"n_samples must be a positive integer, got {n_samples!r}")
         self.symmetry = symmetry
@@ -170,7 +249,7 @@ class SampledPenalty:
         self.spread = None if spread is None else check_spread(spread)
         self.detach_target = bool(detach_target)
         self.normalize = check_normalize(normalize, "SampledPenalty")
-        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(penalty_seed(seed))
         self._finite = [finite_elements(g) for g in symmetry.groups]
 
     def rng_state(self) -> dict:
@@ -196,29 +275,37 @@ class SampledPenalty:
             out = self.symmetry.groups[j].sample(n, generator=self.rng, spread=self.spread)
         return out.to(device=device, dtype=torch.float64)
 
-    def residuals(self, model: Callable, x: torch.Tensor, fx: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def residuals(self, model: Callable, x: torch.Tensor, fx: Optional[torch.Tensor] = None,
+                  rng_before=None) -> torch.Tensor:
         """Residuals (J,), differentiable w.r.t. the model's parameters.
 
         x : inputs (B, n_in) in any float dtype (cast to the model's dtype for the calls).
         fx : optional precomputed model(x) (B, n_out) (e.g. from the task loss) to save one forward pass.
+        rng_before : with ``fx``, the torch RNG state (``same_randomness.rng_state``) from just before fx was
+            computed, so the transformed passes replay its dropout masks.
         """
         check_inputs(x, self.n_in, "SampledPenalty")
         mdtype, _ = model_dtype_device(model, x)
         b, s = x.shape[0], self.n_samples
         x64 = x.detach().to(torch.float64)
-        if fx is None:
-            fx = _model_call_raw(model, x.to(mdtype))
-        f64 = _check_output(fx, b, self.n_out, self.rep_outs[0], check_finite=False).to(torch.float64)
-        out_dtype = fx.dtype if fx.is_floating_point() else torch.float64
-        norm = residual_scale(self.normalize, f64)
-        xs = x64.repeat(s, 1)
-        fs = f64.repeat(s, 1)
         res = []
-        for j, (rin, rout) in enumerate(zip(self.rep_ins, self.rep_outs)):
-            g = self._sample(j, b * s, x.device)  # (s*B, d, d), one element per row
-            a = _model_call(model, rin.rho(g).apply(xs).to(mdtype), self.n_out, rout)
-            target = rout.rho(g).apply(fs.detach() if self.detach_target else fs)
-            res.append((a - target).pow(2).sum(1).mean() / norm)
+        with same_randomness(model, rng_before if fx is not None else None) as rand:
+            if fx is None:  # inside: this pass, too, leaves no trace in the RNG or the BatchNorm statistics
+                fx = _model_call_raw(model, x.to(mdtype))
+            f64 = _check_output(fx, b, self.n_out, self.rep_outs[0], check_finite=False).to(torch.float64)
+            out_dtype = fx.dtype if fx.is_floating_point() else torch.float64
+            norm = residual_scale(self.normalize, f64)
+            fs = f64.detach() if self.detach_target else f64
+            chunks = s if rand.active else 1  # with randomness replayed, one pass per B rows keeps the masks' shape
+            xs, fs = x64.repeat(s // chunks, 1), fs.repeat(s // chunks, 1)
+            for j, (rin, rout) in enumerate(zip(self.rep_ins, self.rep_outs)):
+                g = self._sample(j, b * s, x.device)  # (s*B, d, d), one element per row
+                total = 0.0
+                for gc in g.chunk(chunks):
+                    rand.rewind()
+                    a = _model_call(model, rin.rho(gc).apply(xs).to(mdtype), self.n_out, rout)
+                    total = total + (a - rout.rho(gc).apply(fs)).pow(2).sum(1).mean()
+                res.append(total / chunks / norm)
         return check_residuals(torch.stack(res), "SampledPenalty").to(out_dtype)
 
     def __call__(self, model: Callable, x: torch.Tensor, fx: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -6,6 +6,7 @@ penalties, Lie-derivative penalties) produces one *residual* R_j per candidate g
 """
 from __future__ import annotations
 
+import json
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -15,7 +16,7 @@ from ..errors import ConfigError
 from ..groups.base import Group
 from ..groups.parse import parse_group
 
-__all__ = ["SoftSymmetry", "DEFAULT_STRENGTHS"]
+__all__ = ["SoftSymmetry", "DEFAULT_STRENGTHS", "as_symmetry"]
 
 
 class _DefaultStrengths:
@@ -102,18 +103,89 @@ class SoftSymmetry(nn.Module):
             raise ConfigError(f"strengths must be finite and non-negative, got {lam.tolist()}")
         self.register_buffer("strengths", lam.clone())
         self.history: List[Dict] = []
+        self.register_load_state_dict_post_hook(SoftSymmetry._check_loaded)
 
     def __len__(self) -> int:
         return len(self.groups)
 
+    def __getitem__(self, name) -> float:
+        """The strength of one candidate, by name (``sym["O(3)"]``, any spelling of the group) or index."""
+        return float(self.strengths[self.index(name)])
+
+    def strength(self, name) -> float:
+        """The strength of one candidate, by name or index (as ``sym[name]``)."""
+        return self[name]
+
+    def index(self, name) -> int:
+        """Position of a candidate given by its name, any spelling of its group, a Group, or an index."""
+        if isinstance(name, (int,)) and not isinstance(name, bool):
+            if not -len(self.groups) <= name < len(self.groups):
+                raise ConfigError(f"candidate index {name} out of range for {len(self.groups)} candidates")
+            return name % len(self.groups)
+        if isinstance(name, str) and name in self.names:
+            return self.names.index(name)
+        try:
+            key = parse_group(name).key
+        except Exception:  # noqa: BLE001  (not a group spec at all: the message below lists the names)
+            key = None
+        for j, g in enumerate(self.groups):
+            if key is not None and g.key == key:
+                return j
+        raise ConfigError(f"unknown candidate {name!r}; candidates: {self.names}")
+
     def penalty(self, residuals: torch.Tensor) -> torch.Tensor:
-        """sum_j lambda_j R_j for residuals of shape (J,)."""
+        """sum_j lambda_j R_j for residuals of shape (J,), summed in float64 (a float32 cast of a large strength
+        would be inf, and inf * 0 = NaN) and returned in the residuals' dtype."""
         if not isinstance(residuals, torch.Tensor):
             raise ConfigError(f"penalty() needs a tensor of {len(self.groups)} residuals (one per candidate), got "
                               f"{type(residuals).__name__}")
         if residuals.ndim == 0 or residuals.shape[-1] != len(self.groups):
             raise ConfigError(f"expected {len(self.groups)} residuals (one per candidate), got {tuple(residuals.shape)}")
-        return (self.strengths.to(residuals.dtype) * residuals).sum(-1)
+        if not residuals.is_floating_point() or residuals.dtype == torch.float64:
+            return (self.strengths.to(residuals.device, torch.float64) * residuals).sum(-1)
+        lam = self.strengths.to(residuals.device, torch.float64)
+        return (lam * residuals.to(torch.float64)).sum(-1).to(residuals.dtype)
+
+    # the candidates' names travel with the state dict, so strengths are never loaded into the wrong candidates
+    def get_extra_state(self) -> torch.Tensor:
+        """The candidates' names, as UTF-8 JSON bytes in a uint8 tensor (every state-dict entry stays a tensor)."""
+        return torch.tensor(list(json.dumps(list(self.names)).encode()), dtype=torch.uint8)
+
+    def set_extra_state(self, state) -> None:
+        names = None
+        if isinstance(state, torch.Tensor) and state.numel():
+            names = json.loads(bytes(state.tolist()).decode())
+        elif isinstance(state, dict) and "names" in state:
+            names = state["names"]
+        self._loaded_names = list(names) if names is not None else None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "strengths"
+        value = state_dict.get(key)
+        if isinstance(value, torch.Tensor) and value.shape != self.strengths.shape:
+            raise ConfigError(f"the state dict holds {tuple(value.shape)} strengths ({key}) but this SoftSymmetry has "
+                              f"{len(self.groups)} candidates {self.names}; load a state dict saved with the same "
+                              "candidates")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if prefix + "_extra_state" in missing_keys:  # saved before the names were: strengths load by position
+            missing_keys.remove(prefix + "_extra_state")
+
+    @staticmethod
+    def _check_loaded(module: "SoftSymmetry", incompatible) -> None:
+        """After load_state_dict: the loaded strengths must be valid, and follow the candidates' order."""
+        names = module.__dict__.pop("_loaded_names", None)
+        lam = module.strengths
+        if names is not None and names != module.names:
+            if sorted(names) != sorted(module.names):
+                raise ConfigError(f"the state dict's strengths are for candidates {names} but this SoftSymmetry has "
+                                  f"{module.names}; load a state dict saved with the same candidates")
+            order = [names.index(n) for n in module.names]
+            with torch.no_grad():
+                lam.copy_(lam[torch.tensor(order, device=lam.device)])
+        if lam.device.type != "meta" and (bool(torch.any(lam < 0)) or not bool(torch.all(torch.isfinite(lam)))):
+            raise ConfigError(f"the state dict's strengths {lam.tolist()} are not all finite and non-negative")
 
     def _apply(self, fn, *args, **kwargs):
         """Move the strengths with the module (``.to(device)``) but keep them float64: ``model.half()`` would turn a
@@ -125,7 +197,16 @@ class SoftSymmetry(nn.Module):
         return self
 
     def set_strengths(self, values) -> None:
-        """Set every lambda_j: one value per candidate, or a single number for all of them (as in the constructor)."""
+        """Set every lambda_j: one value per candidate, a single number for all of them, or a dict {name: value}
+        for some of them (the others keep theirs)."""
+        if isinstance(values, dict):
+            v = self.strengths.detach().clone().cpu()
+            for name, val in values.items():
+                one = _as_strengths(val)
+                if one.ndim != 0:
+                    raise ConfigError(f"strength of {name!r} must be one number, got {val!r}")
+                v[self.index(name)] = one
+            values = v
         v = _as_strengths(values).to(self.strengths.device)
         if v.ndim == 0:
             v = v.expand_as(self.strengths)
@@ -142,7 +223,19 @@ class SoftSymmetry(nn.Module):
         self.history.append(entry)
 
     def as_dict(self) -> Dict[str, float]:
+        """{candidate name: strength}, as plain floats."""
         return {n: float(s) for n, s in zip(self.names, self.strengths)}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{n}: {float(s):.3g}" for n, s in zip(self.names, self.strengths))
+
+
+def as_symmetry(symmetry, who: str) -> SoftSymmetry:
+    """``symmetry`` itself if it is a SoftSymmetry, else ``SoftSymmetry(symmetry)`` for a group spec, a Group, a
+    list of them or a dict {spec: strength} (so penalties accept ``["O(3)", "O(2)@z"]`` directly)."""
+    if isinstance(symmetry, SoftSymmetry):
+        return symmetry
+    if isinstance(symmetry, (str, Group, list, tuple, dict)):
+        return SoftSymmetry(symmetry)
+    raise ConfigError(f"{who} needs a SoftSymmetry or candidate groups (e.g. ['O(3)', 'O(2)@z']), got "
+                      f"{type(symmetry).__name__}")

@@ -102,10 +102,14 @@ def _symmetry_of(model):
 
 
 def _full_index(model, sym) -> Optional[int]:
-    """Index of the candidate equal to the model's full group (``model.full_group``), if any."""
+    """Index of the candidate equal to the model's full group (``model.full_group``), if any; for a model without
+    one (e.g. a SoftModel built without ``full_group=``), the candidate whose Lie algebra contains every other's,
+    if exactly one does (O(3) among O(3), O(2)@x, O(2)@z)."""
     full = getattr(model, "full_group", None)
     if full is None:
-        return None
+        from .candidates import covering_candidate
+
+        return covering_candidate(list(sym.groups)) if len(sym.groups) > 1 else None
     try:
         g = parse_group(full)
     except Exception:  # pragma: no cover - defensive: an unparsable attribute just means "unknown"
@@ -289,9 +293,11 @@ class PERTuner(StrengthTuner):
         active = [rj for rj, lj in zip(r, lam) if lj != 0]
         if not active:
             return
-        r_min = max(min(active), 1e-300)
-        new = [lj / max((rj / r_min) ** self.power, 1e-300) if lj != 0 else 0.0 for lj, rj in zip(lam, r)]
-        self.symmetry.set_strengths([min(x, 1e300) for x in new])
+        r_min = min(active)
+        # lambda_j (r_min / R_j)^p, never above lambda_j; R_j == r_min (0/0 included: an exactly equivariant model)
+        # keeps lambda_j, where the old 0 / 1e-300 floor sent it to 1e300 (NaN in float32 training)
+        new = [lj if rj <= r_min else lj * (r_min / rj) ** self.power if lj != 0 else 0.0 for lj, rj in zip(lam, r)]
+        self.symmetry.set_strengths(new)
 
     def state_dict(self) -> Dict:
         out = super().state_dict()
