@@ -176,7 +176,7 @@ from torch import nn  # noqa: E402
 
 from softsym.errors import ConfigError, ModelError  # noqa: E402
 from softsym.soft import (LiePenalty, LinearProjectionPenalty, PERTuner, SampledPenalty, SoftModel,  # noqa: E402
-                          SoftSymmetry, SoftTuner)
+                          SoftSymmetry)
 
 
 class _InvariantNet(nn.Module):
