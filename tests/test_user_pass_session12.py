@@ -345,3 +345,64 @@ def test_targets_on_a_tiny_scale_still_train():
         out.append(res.metrics["test_mse"] / scale ** 2)
     assert out[0] == pytest.approx(out[1], rel=1e-3)
     assert out[1] < 0.5 * float(task.y_test.var())
+
+
+# ---------------------------------------------------------------- symmetry report on unseen data (up51)
+def _o3_task(n=300, y=None):
+    from softsym import task_from_arrays
+
+    r = np.random.default_rng(0)
+    x = r.standard_normal((n, 6))
+    y = (x[:, :3] ** 2).sum(1, keepdims=True) if y is None else y
+    return task_from_arrays(x, y, "O(3)", "2V", "V0", candidates=["O(3)", "O(2)@z"])  # positional reps too
+
+
+def test_report_refuses_nan_and_misshaped_probes():
+    """A probe returning NaN, or (n,) against (n, 1) targets, made every candidate "hold"."""
+    from softsym.report import exact_model_comparison, symmetry_report
+
+    class NanNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 1)
+
+        def forward(self, x):
+            return self.lin(x) * float("nan")
+
+    class Flat(NanNet):
+        def forward(self, x):
+            return self.lin(x)[:, 0]
+
+    task = _o3_task()
+    with pytest.raises(ModelError, match="NaN / inf outputs"):
+        symmetry_report(NanNet(), task)
+    with pytest.raises(ModelError, match=r"returned \(45,\) for 45 inputs.*\(45, 1\)"):
+        symmetry_report(Flat(), task)
+    with pytest.raises(ModelError, match="NaN / inf outputs"):
+        exact_model_comparison(nn.Linear(6, 1), {"O(3)": NanNet()}, task)
+    with pytest.raises(ConfigError, match="needs a model"):
+        symmetry_report("model", task)
+
+
+def test_report_accepts_a_callable_and_flags_unlearned_and_constant_targets():
+    from softsym.report import symmetry_report
+
+    task = _o3_task()
+    rows = symmetry_report(lambda x: (x[:, :3] ** 2).sum(1, keepdim=True), task, skeletons=True)["candidates"]
+    assert [r["group"] for r in rows] == ["O(3)", "O(2)@z", "Skeleton(O(3))", "Skeleton(O(2)@z)"]
+    assert all(r["verdict"] == "untestable" for r in rows)  # an exactly invariant probe
+    torch.manual_seed(0)
+    rows = symmetry_report(nn.Linear(6, 1).double(), task)["candidates"]  # an untrained probe
+    assert all(r["verdict"] == "uncertain" and "has not learned" in r["reason"] for r in rows)
+    rows = symmetry_report(nn.Linear(6, 1).double(), _o3_task(y=np.zeros((300, 1))))["candidates"]
+    assert all(r["verdict"] == "holds" and "trivially" in r["reason"] for r in rows)
+
+
+def test_split_message_and_embedded_group_names():
+    from softsym import task_from_arrays
+    from softsym.errors import DataError
+
+    with pytest.raises(DataError, match="validation 150 \\+ test 2000 = 2150 leave no training samples"):
+        task_from_arrays(np.zeros((1000, 3)), np.zeros((1000, 1)), "O(3)", "V", "V0", n_test=2000)
+    g = ss.group("O(3)@[1,2,3]:4")
+    assert g.name == "O(3)@[1,2,3]:4" and ss.group(g.name).key == g.key

@@ -243,7 +243,7 @@ def _check_split(task, split: str):
 
 
 def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, split: str = "test",
-                    group_samples: int = 16, seed: int = 0, batch: int = 4096) -> Dict:
+                    group_samples: int = 16, seed: int = 0, batch: int = 4096, skeletons: bool = False) -> Dict:
     """Which candidate symmetries the data supports, and how strongly, tested with a trained model.
 
     For every candidate G_j, held-out sample z_i = (x_i, y_i) (``split``, default the test split) and each of
@@ -263,6 +263,9 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
     The test uses the model as a learned feature map: its power grows with how well the model fits the data, and an
     exactly G_j-equivariant model has d = 0 for G_j (orthogonal rho_out), so it cannot test G_j ("untestable"). Use
     an unconstrained model (e.g. ``build_model("mlp", task)``) as the probe; ``softsym report`` trains one.
+    ``skeletons=True`` also tests each candidate's finite skeleton (as ``softsym report`` does by default).
+    The probe may be any ``nn.Module`` or a plain callable (called in float64); NaN outputs or outputs not shaped
+    like the targets are a ModelError.
     """
     import numpy as np
     import torch
@@ -278,27 +281,32 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
     if len(x) < 2:
         raise ConfigError(f"the {split} split has {len(x)} sample(s); the symmetry test needs at least 2")
     cands = _candidate_list(candidates, task)
+    if skeletons:
+        from .groups.skeleton import skeleton_candidates
+
+        cands += [spec for spec, _ in skeleton_candidates(cands) if spec not in cands]
     # with few samples the signed-rank test cannot reach p < BROKEN_P: "holds" would only mean "too few samples"
     powerless = _powerless(len(x))
     x64, y64 = x.double(), y.double()
-    params = list(model.parameters())
-    dtype = params[0].dtype if params else torch.float64
-    device = params[0].device if params else torch.device("cpu")
+    dtype, device = _probe_dtype_device(model, "symmetry_report")
 
     # a gap at round-off level of the model's dtype: the probe is exactly equivariant to that candidate
     exact_tol = 1e-9 if dtype == torch.float64 else 1e-5
 
     def loss(inp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        out = [model(inp[i:i + batch].to(device=device, dtype=dtype)).double().cpu() for i in range(0, len(inp), batch)]
-        return ((torch.cat(out) - target) ** 2).mean(-1)
+        out = _batched_outputs(model, inp, target.shape[1], dtype, device, batch, "symmetry_report")
+        return ((out - target) ** 2).mean(-1)
 
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     rows = []
     try:
         with torch.no_grad():
             base = loss(x64, y64)
             base_mean = float(base.mean())
+            constant_mse = _constant_mse(task, y64)
+            unlearned = constant_mse > 0 and base_mean >= constant_mse
             scale = max(base_mean + float((y64 ** 2).mean()), 1e-300)  # round-off level of a loss difference
             groups = []
             for spec in cands:  # every candidate is checked before any is tested
@@ -334,7 +342,15 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
                 row = {"group": spec, "candidate": spec, "z": z, "p_value": p, "mean_gap": m,
                        "loss_increase": m / base_mean if base_mean > 0 else float("nan"),
                        "verdict": _verdict(p, no_power or powerless), "group_samples": group_samples}
-                if no_power:
+                if constant_mse == 0.0:
+                    row["reason"] = (f"the {split} targets equal the training mean: every group holds trivially for "
+                                     "a constant target")
+                elif unlearned and row["verdict"] == "holds":  # no power, not evidence ("broken" stays valid)
+                    row["verdict"] = "uncertain"
+                    row["reason"] = (f"the probe's {split} MSE ({base_mean:.4g}) is no better than predicting the "
+                                     f"training mean ({constant_mse:.4g}): it has not learned the target, so a "
+                                     "passed test means nothing; train it longer or on more data")
+                elif no_power:
                     row["reason"] = "the probe is exactly equivariant to this group (no loss change)"
                 elif powerless:
                     row["reason"] = (f"{len(x64)} {split} samples are too few for the signed-rank test to reach "
@@ -342,10 +358,11 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
                                      "split (--n-test)")
                 rows.append(row)
     finally:
-        model.train(was_training)
+        if isinstance(model, torch.nn.Module):
+            model.train(was_training)
     return {"task": getattr(task, "name", None), "split": split, "n_samples": int(len(x64)),
             "model": getattr(model, "model_name", type(model).__name__), "base_mse": base_mean,
-            "constant_mse": _constant_mse(task, y64), "seed": seed,
+            "constant_mse": constant_mse, "seed": seed,
             "thresholds": {"holds_p": HOLDS_P, "broken_p": BROKEN_P}, "candidates": rows}
 
 
@@ -371,6 +388,10 @@ def plot_symmetry_report(report: Dict, path) -> str:
         ax.set_yticklabels(names)
         ax.axvline(0, color="0.3", lw=0.8)
         ax.set_xlabel(label)
+        finite = [abs(v) for v in vals if v == v and abs(v) != float("inf")]
+        if key == "loss_increase" and finite and max(finite) > 10 * max(min(finite), 1e-3):
+            ax.set_xscale("symlog", linthresh=0.01)  # "holds" bars (~0) stay visible next to x1000 ones
+            ax.set_xlabel(label + ", symlog")
     if has_exact:
         ax = axes[0][2]
         vals = [e["loss_ratio"] if e else float("nan") for e in exact][::-1]
@@ -385,8 +406,8 @@ def plot_symmetry_report(report: Dict, path) -> str:
     axes[0][0].set_title(f"{report['task']}: {report['model']} on the {report['split']} split (n={report['n_samples']})",
                          fontsize=9)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    axes[0][1].legend(handles, list(colours), fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig.legend(handles, list(colours), fontsize=8, loc="lower center", ncol=len(colours), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels, off the bars
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
@@ -401,21 +422,66 @@ def _constant_mse(task, y) -> float:
     return float(((y.double() - y_train.mean(0)) ** 2).mean(-1).mean())
 
 
-def _split_losses(model, x, y, batch: int = 4096):
+def _probe_dtype_device(model, who: str):
+    """(dtype, device) the probe takes its inputs in: its parameters', float64 on the CPU for a plain callable."""
+    import torch
+
+    from .errors import ConfigError
+
+    if isinstance(model, torch.nn.Module):
+        params = list(model.parameters())
+        return (params[0].dtype, params[0].device) if params else (torch.float64, torch.device("cpu"))
+    if callable(model):
+        return torch.float64, torch.device("cpu")
+    raise ConfigError(f"{who} needs a model (a torch.nn.Module or a callable on (batch, n_in) tensors), got "
+                      f"{type(model).__name__}")
+
+
+def _batched_outputs(model, x, n_out: int, dtype, device, batch: int, who: str):
+    """model(x) in batches, as float64 on the CPU; a ModelError when an output is not a finite (batch, n_out)
+    tensor (a NaN would drop out of the signed-rank test and a (batch,) output would broadcast into an (n, n)
+    loss, and both made every candidate "hold")."""
+    import torch
+
+    from .errors import ModelError, SoftsymError
+
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch].to(device=device, dtype=dtype)
+        try:
+            out = model(xb)
+        except SoftsymError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (any failure of user code)
+            raise ModelError(f"{who}: calling the model on a batch of shape {tuple(xb.shape)} ({xb.dtype}) failed "
+                             f"with {type(exc).__name__}: {exc}") from exc
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(xb), n_out):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelError(f"{who}: the model returned {got} for {len(xb)} inputs, but the targets have shape "
+                             f"({len(xb)}, {n_out}); the model's output must match the targets")
+        out = out.detach().double().cpu()
+        if not bool(torch.isfinite(out).all()):
+            raise ModelError(f"{who}: the model returned {int((~torch.isfinite(out)).sum())} NaN / inf outputs; a "
+                             "probe must give finite predictions (check its forward pass or its training)")
+        outs.append(out)
+    return torch.cat(outs)
+
+
+def _split_losses(model, x, y, batch: int = 4096, who: str = "exact_model_comparison"):
     """Per-sample squared error (float64) of ``model`` on (x, y), evaluated without gradients."""
     import torch
 
-    params = list(model.parameters())
-    dtype = params[0].dtype if params else torch.float64
-    device = params[0].device if params else torch.device("cpu")
-    was_training = model.training
-    model.eval()
+    dtype, device = _probe_dtype_device(model, who)
+    was_training = getattr(model, "training", None)
+    if was_training is not None:
+        model.eval()
     try:
         with torch.no_grad():
-            out = [model(x[i:i + batch].to(device=device, dtype=dtype)).double().cpu() for i in range(0, len(x), batch)]
+            out = _batched_outputs(model, x, y.shape[1], dtype, device, batch, who)
     finally:
-        model.train(was_training)
-    return ((torch.cat(out) - y.double()) ** 2).mean(-1)
+        if was_training is not None:
+            model.train(was_training)
+    return ((out - y.double()) ** 2).mean(-1)
 
 
 #: exact-model comparison: "holds" when the exact model's test loss is at most HOLDS_RATIO x the probe's (or not

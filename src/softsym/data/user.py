@@ -139,10 +139,14 @@ def _split_sizes(n: int, n_train, n_val, n_test, need_val: bool, need_test: bool
                         + (" / test" if need_test else "") + f" needs at least {need} samples; give more data"
                         + (" (or the validation / test splits as separate arrays)" if need > 1 else ""))
     if n_train is None:
+        if n_val + n_test >= n:
+            raise DataError(f"cannot split {n} samples: validation {n_val} + test {n_test} = {n_val + n_test} leave "
+                            "no training samples; give smaller --n-val / --n-test (n_val= / n_test=) or more data")
         n_train = n - n_val - n_test
     if n_train < 1 or n_train + n_val + n_test > n:
-        raise DataError(f"cannot split {n} samples into train {n_train}, val {n_val}, test {n_test}; give fewer "
-                        "samples per split (--n-train / --n-val / --n-test) or more data")
+        raise DataError(f"cannot split {n} samples into train {n_train} + validation {n_val} + test {n_test} = "
+                        f"{n_train + n_val + n_test}; give fewer samples per split (--n-train / --n-val / --n-test) "
+                        "or more data")
     return n_train, n_val, n_test
 
 
@@ -177,7 +181,7 @@ def _check_candidates(candidates, group_text: str, rin: Rep, rout: Rep, rep_in, 
     return tuple(out)
 
 
-def task_from_arrays(x, y, *, group, rep_in, rep_out, candidates: Optional[Sequence[str]] = None,
+def task_from_arrays(x, y, group, rep_in, rep_out, *, candidates: Optional[Sequence[str]] = None,
                      x_val=None, y_val=None, x_test=None, y_test=None, n_train: Optional[int] = None,
                      n_val: Optional[int] = None, n_test: Optional[int] = None, seed: int = 0,
                      normalise: bool = True, name: str = "data", info: Optional[Dict] = None) -> Task:
@@ -355,7 +359,7 @@ def _finite_table(path: Path, table: np.ndarray, rows) -> np.ndarray:
     return table
 
 
-def load_task(path, *, group, rep_in, rep_out, candidates: Optional[Sequence[str]] = None,
+def load_task(path, group, rep_in, rep_out, *, candidates: Optional[Sequence[str]] = None,
               n_train: Optional[int] = None, n_val: Optional[int] = None, n_test: Optional[int] = None,
               seed: int = 0, normalise: bool = True) -> Task:
     """A Task from an NPZ or CSV file (layouts in the module docstring); see :func:`task_from_arrays`.

@@ -64,7 +64,7 @@ class Embed(Group):
         disc = np.tile(np.eye(d, dtype=dtype), (len(group.discrete_np), 1, 1))
         disc[(slice(None),) + idx] = group.discrete_np
         inner = f"({group.name})" if ("*" in group.name or "@" in group.name) else group.name
-        label = name or (f"{inner}@{axis}" if axis else f"{inner}@{list(coords)}:{d}")
+        label = name or (f"{inner}@{axis}" if axis else f"{inner}@[{','.join(map(str, coords))}]:{d}")  # as in the grammar
         super().__init__(lie, disc, d, name=label, compact=group.is_compact)
 
     def _sample_np(self, n, rng, spread):
