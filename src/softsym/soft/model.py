@@ -102,6 +102,7 @@ class SoftModel(nn.Module):
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's output; a training forward keeps (x, f(x)) for :meth:`regularization`."""
         out = self.model(x)
         if self._needs_inputs and self.training and torch.is_grad_enabled():
             self._batch, self._batch_out = x.detach(), out
@@ -165,4 +166,5 @@ class SoftModel(nn.Module):
         return self.symmetry.penalty(self.penalty.residuals(self.model, x))
 
     def extra_repr(self) -> str:
+        """Penalty type and candidate names, for ``repr(model)``."""
         return f"penalty={type(self.penalty).__name__}, candidates={self.symmetry.names}"

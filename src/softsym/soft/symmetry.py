@@ -142,6 +142,7 @@ class SoftSymmetry(nn.Module):
         self.history.append(entry)
 
     def as_dict(self) -> Dict[str, float]:
+        """{candidate name: current strength lambda_j} as plain floats (for logs, reports and JSON)."""
         return {n: float(s) for n, s in zip(self.names, self.strengths)}
 
     def extra_repr(self) -> str:
