@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from typing import Optional, Union
+
 from . import defaults
 from .errors import (
     BasisTooLargeError,
@@ -48,12 +50,12 @@ from .wrappers import Canonicalize, FrameAverage, GroupAverage, SortCanonicalize
 __version__ = "0.1.0"
 
 
-def group(spec) -> Group:
+def group(spec: Union[str, Group]) -> Group:
     """Parse a group spec ("O(3)", "SO(1,3)", "O(2)@z", "S(5)", "D(6)") or pass a Group through."""
     return parse_group(spec)
 
 
-def rep(spec, group=None) -> Rep:
+def rep(spec: Union[str, Rep], group: Optional[Union[str, Group]] = None) -> Rep:
     """Build a rep from a string such as "5V0+5V" and bind it to ``group`` (Group or spec) when given."""
     return _rep(spec, group)
 

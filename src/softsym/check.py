@@ -18,7 +18,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from .metrics import (
     model_dtype_device,
 )
 from .reps.algebra import rep as _make_rep
+from .reps.base import Rep
 from .wrappers.frames import DegenerateFrameWarning, _FrameBase
 
 __all__ = ["check", "CheckReport", "GroupCheck", "load_model", "exact_tolerance", "VERDICTS", "DEFAULT_APPROX_TOL"]
@@ -81,6 +82,7 @@ class GroupCheck:
     note: str = ""
 
     def to_dict(self) -> dict:
+        """Plain JSON-ready dict of this group's result (nested metric results included)."""
         return {
             "group": self.group, "rep_in": self.rep_in, "rep_out": self.rep_out, "verdict": self.verdict,
             "max_error": self.max_error, "mean_error": self.mean_error,
@@ -106,6 +108,7 @@ class CheckReport:
 
     @property
     def verdicts(self) -> Dict[str, str]:
+        """{group name: verdict} for a quick look at every group."""
         return {r.group: r.verdict for r in self.results}
 
     def __getitem__(self, group) -> GroupCheck:
@@ -123,6 +126,7 @@ class CheckReport:
         raise KeyError(f"no result for group {group!r}; have {[r.group for r in self.results]}")
 
     def to_dict(self) -> dict:
+        """Plain JSON-ready dict of the settings and every group's result (``softsym check --json`` writes it)."""
         return {
             "model": self.model, "dtype": self.dtype, "n_inputs": self.n_inputs, "inputs": self.inputs,
             "seed": self.seed, "n_samples": self.n_samples, "exact_tol": self.exact_tol,
@@ -349,10 +353,13 @@ def _one_of(value, alias, name: str, alias_name: str):
     return value if value is not None else alias
 
 
-def check(model_or_factory: Union[str, Callable, nn.Module, None] = None, groups=None, rep_in=None, rep_out=None, *,
-          n_inputs: int = 64, seed: int = 0, inputs=None, n_samples: int = DEFAULT_N_SAMPLES,
-          exact_tol: Optional[float] = None, approx_tol: float = DEFAULT_APPROX_TOL, lie: bool = True,
-          spread: Optional[float] = None, model=None, group=None) -> CheckReport:
+def check(model_or_factory: Union[str, Callable, nn.Module, None] = None,
+          groups: Optional[Union[str, Group, Sequence[Union[str, Group]]]] = None,
+          rep_in: Optional[Union[str, Rep]] = None, rep_out: Optional[Union[str, Rep]] = None, *,
+          n_inputs: int = 64, seed: int = 0, inputs: Optional[Union[torch.Tensor, np.ndarray, str, os.PathLike]] = None,
+          n_samples: int = DEFAULT_N_SAMPLES, exact_tol: Optional[float] = None, approx_tol: float = DEFAULT_APPROX_TOL,
+          lie: bool = True, spread: Optional[float] = None, model: Union[str, Callable, nn.Module, None] = None,
+          group: Optional[Union[str, Group, Sequence[Union[str, Group]]]] = None) -> CheckReport:
     """Measure how equivariant a model is under one or several groups.
 
     Parameters

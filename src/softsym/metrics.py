@@ -135,6 +135,7 @@ class EquivarianceResult:
         return bool(math.isfinite(self.output_rms) and self.output_rms <= factor * eps * scale)
 
     def to_dict(self) -> dict:
+        """Every field as a plain dict (JSON-ready), as reports and the CLI store it."""
         return asdict(self)
 
 
@@ -164,6 +165,7 @@ class LieDerivativeResult:
     dtype: str = "torch.float64"
 
     def to_dict(self) -> dict:
+        """Every field as a plain dict (JSON-ready), as reports and the CLI store it."""
         return asdict(self)
 
 
@@ -530,7 +532,8 @@ class EquivarianceMeter:
         )
 
 
-def equivariance_error(f: Callable, group: GroupLike, rep_in: RepLike, rep_out: RepLike, x,
+def equivariance_error(f: Callable, group: GroupLike, rep_in: RepLike, rep_out: RepLike,
+                       x: Union[torch.Tensor, np.ndarray],
                        n_samples: int = DEFAULT_N_SAMPLES, *, seed: Optional[int] = 0,
                        spread: Optional[float] = None, exhaustive: Optional[bool] = None,
                        dtype: Optional[torch.dtype] = None) -> EquivarianceResult:
@@ -707,7 +710,8 @@ def _lie_rows_auto(f, rep_in, rep_out, gens, x64, mdtype, method: str):
 _AUTO_CHECK_ROWS: int = 4
 
 
-def lie_derivative(f: Callable, rep_in: RepLike, rep_out: RepLike, A, x, *, group: Optional[GroupLike] = None,
+def lie_derivative(f: Callable, rep_in: RepLike, rep_out: RepLike, A: Union[torch.Tensor, np.ndarray],
+                   x: Union[torch.Tensor, np.ndarray], *, group: Optional[GroupLike] = None,
                    method: str = "auto", dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """The Lie derivative L_A f(x) = J_f(x) drho_in(A) x - drho_out(A) f(x), shape (B, n_out), float64.
 
@@ -806,7 +810,8 @@ class LieDerivativeMeter:
         )
 
 
-def lie_derivative_error(f: Callable, group: GroupLike, rep_in: RepLike, rep_out: RepLike, x,
+def lie_derivative_error(f: Callable, group: GroupLike, rep_in: RepLike, rep_out: RepLike,
+                         x: Union[torch.Tensor, np.ndarray],
                          n_samples: Optional[int] = None, *, method: str = "auto",
                          dtype: Optional[torch.dtype] = None) -> LieDerivativeResult:
     """Lie-derivative error of f for every Lie-algebra generator A of ``group`` (Gruver et al., ICLR 2023).
@@ -872,7 +877,9 @@ def _check_orientation(W, basis: Basis) -> None:
                           f"{basis.rep!r}; pass the weight as nn.Linear.weight is laid out (out, in), e.g. W.T")
 
 
-def subspace_energy(W, basis: Basis, bias=None, bias_basis: Optional[Basis] = None) -> float:
+def subspace_energy(W: Union[torch.Tensor, np.ndarray, nn.Linear], basis: Basis,
+                    bias: Optional[Union[torch.Tensor, np.ndarray]] = None,
+                    bias_basis: Optional[Basis] = None) -> float:
     """Fraction ||P W||^2 / ||W||^2 of a linear map's energy in the equivariant subspace (1 = equivariant).
 
     Parameters

@@ -22,12 +22,16 @@ reported MSEs are on the raw targets (as EMLP reports them).
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .errors import ConfigError, ModelError, RepError, SoftsymError
+
+if TYPE_CHECKING:
+    from .data.synthetic import Task
+    from .soft.symmetry import SoftSymmetry
 
 __all__ = ["build_model", "Standardized", "MODEL_NAMES", "default_channels", "parse_model_name"]
 
@@ -41,7 +45,7 @@ _DEFAULT_CH = {"emlp": {"default": 384, "rpp": 384}, "per": {"default": 128, "rp
 _DEFAULT_TUNER = {"per": "per", "soft": "soft"}
 
 
-def parse_model_name(name: str):
+def parse_model_name(name: str) -> Tuple[str, Optional[str]]:
     """("kind", group spec or None) for a model name; unknown names raise ConfigError listing the valid ones."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"a model name must be a non-empty string; choose one of: {', '.join(MODEL_NAMES)}")
@@ -59,7 +63,8 @@ def parse_model_name(name: str):
     return kind, None
 
 
-def default_channels(kind: str, task) -> int:
+def default_channels(kind: str, task: Task) -> int:
+    """Hidden channels of model ``kind`` when ``ch`` is not given: the paper's value for the task's protocol."""
     protocol = (getattr(task, "info", None) or {}).get("protocol", "emlp")
     table = _DEFAULT_CH.get(protocol, _DEFAULT_CH["emlp"])
     return table.get(kind, table["default"])
@@ -94,6 +99,7 @@ class Standardized(nn.Module):
         self.gated_wd: float = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw inputs (..., n_in) -> raw predictions (..., n_out): net(x / x_scale) * y_std + y_mean."""
         n_in = self.x_scale.numel()
         if x.dim() == 0 or x.shape[-1] != n_in:  # x / x_scale would broadcast (n, 1) or 0-d inputs silently
             raise RepError(f"{self.model_name} expects inputs with last dimension {n_in} (rep_in {self.rep_in}), "
@@ -103,6 +109,7 @@ class Standardized(nn.Module):
 
     # ------------------------------------------------------------------ pass-through
     def regularization(self) -> torch.Tensor:
+        """The network's regularizer (zero if it has none) plus ``gated_wd`` times the swish-path L2."""
         fn = getattr(self.net, "regularization", None)
         reg = self.x_scale.new_zeros(()) if fn is None else fn()
         if self.gated_wd:
@@ -112,7 +119,8 @@ class Standardized(nn.Module):
         return reg
 
     @property
-    def symmetry(self):
+    def symmetry(self) -> SoftSymmetry:
+        """The inner soft model's :class:`~softsym.soft.SoftSymmetry`; AttributeError for exact models."""
         sym = getattr(self.net, "symmetry", None)
         if sym is None:
             raise AttributeError(f"{self.model_name} has no soft symmetry")
@@ -131,12 +139,14 @@ class Standardized(nn.Module):
             fn(lr)
 
     def residuals(self) -> torch.Tensor:
+        """The inner soft model's per-candidate residuals (J,); AttributeError for exact models."""
         fn = getattr(self.net, "residuals", None)
         if fn is None:
             raise AttributeError(f"{self.model_name} has no residuals (not a soft model)")
         return fn()
 
     def layer_residuals(self) -> torch.Tensor:
+        """The inner soft model's per-layer residuals (L, J); AttributeError for exact models."""
         fn = getattr(self.net, "layer_residuals", None)
         if fn is None:
             raise AttributeError(f"{self.model_name} has no layer residuals (not a soft model)")
@@ -144,12 +154,14 @@ class Standardized(nn.Module):
 
     @property
     def n_parameters(self) -> int:
+        """Trainable parameters of the network (its own count when it has one)."""
         n = getattr(self.net, "n_parameters", None)
         if isinstance(n, int):
             return n
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
 
     def extra_repr(self) -> str:
+        """Model name and parameter count, for ``repr(model)``."""
         return f"name={self.model_name!r}, params={self.n_parameters:,}"
 
 
@@ -193,8 +205,8 @@ def _canonical_candidates(candidates) -> tuple:
     return tuple(out)
 
 
-def build_model(name: str, task, *, ch: Optional[int] = None, num_layers: int = 3, dtype=torch.float32,
-                seed: int = 0, **opts) -> Standardized:
+def build_model(name: str, task: Task, *, ch: Optional[int] = None, num_layers: int = 3,
+                dtype: torch.dtype = torch.float32, seed: int = 0, **opts: Any) -> Standardized:
     """Build a model for ``task`` (a :class:`softsym.data.Task`) by name, initialised from ``seed``.
 
     Parameters

@@ -15,7 +15,7 @@ Two ways in:
 from __future__ import annotations
 
 import math
-from typing import Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 import torch
 
@@ -37,30 +37,38 @@ class Strategy:
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that writes the run directory."""
         return self.rank == 0
 
     def shard(self, indices: torch.Tensor) -> torch.Tensor:
+        """This process's share of a global minibatch's sample indices."""
         return indices[self.rank::self.world_size]
 
-    def all_reduce_gradients(self, params) -> None:
+    def all_reduce_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Average the gradients of ``params`` over the processes, in place."""
         raise NotImplementedError
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Elementwise sum of ``values`` over the processes (e.g. per-share loss totals)."""
         raise NotImplementedError
 
     def reduce_mean(self, value: float) -> float:
+        """Mean of a number over the processes."""
         raise NotImplementedError
 
     def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's parameters and buffers into ``module`` on every process, in place."""
         raise NotImplementedError
 
-    def broadcast_object(self, obj):
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` (picklable), returned on every process."""
         raise NotImplementedError
 
     def barrier(self) -> None:
+        """Wait until every process gets here."""
         raise NotImplementedError
 
-    def run_on_main(self, fn):
+    def run_on_main(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on rank 0 only; every process returns its result, or raises its SoftsymError (why: run-directory
         checks must happen once, and a refusal must stop every process, not leave them waiting in a collective)."""
         outcome = None
@@ -89,7 +97,7 @@ class SingleProcess(Strategy):
     def shard(self, indices: torch.Tensor) -> torch.Tensor:
         return indices
 
-    def all_reduce_gradients(self, params) -> None:
+    def all_reduce_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
         return None
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
@@ -101,13 +109,13 @@ class SingleProcess(Strategy):
     def broadcast_module(self, module: torch.nn.Module) -> None:
         return None
 
-    def broadcast_object(self, obj):
+    def broadcast_object(self, obj: Any) -> Any:
         return obj
 
     def barrier(self) -> None:
         return None
 
-    def run_on_main(self, fn):
+    def run_on_main(self, fn: Callable[[], Any]) -> Any:
         return fn()
 
 
@@ -115,10 +123,11 @@ class TorchDistributed(Strategy):
     """The current ``torch.distributed`` process group (initialise it first, e.g. under ``torchrun``).
 
     Gradients are flattened into one buffer per dtype/device and all-reduced at once (one message per step, not
-    one per parameter); parameters without a gradient count as zero gradients on that process.
+    one per parameter); parameters without a gradient count as zero gradients on that process. ``group``: the
+    ``torch.distributed`` process group to use (default None: the default group).
     """
 
-    def __init__(self, group=None) -> None:
+    def __init__(self, group: Optional[Any] = None) -> None:
         import torch.distributed as dist
 
         if not dist.is_available():
@@ -171,7 +180,7 @@ class TorchDistributed(Strategy):
                 self._dist.broadcast(buf, src=0, group=self.group)
                 t.copy_(buf.to(t.device))
 
-    def broadcast_object(self, obj):
+    def broadcast_object(self, obj: Any) -> Any:
         box: List = [obj if self.rank == 0 else None]
         self._dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]

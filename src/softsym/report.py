@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
+    from .data.synthetic import Task
 
 __all__ = ["summarize", "paired_difference", "beats", "plot_comparison", "format_mse", "symmetry_report",
            "plot_symmetry_report", "format_increase", "exact_model_comparison",
@@ -27,6 +34,7 @@ def _mean_std(values: Sequence[float]):
 
 
 def format_mse(mean: float, std: Optional[float] = None) -> str:
+    """An MSE for tables, e.g. "0.00123 ± 4.5e-05" (mean to 3, std to 2 significant digits); "-" if not finite."""
     if mean is None or not math.isfinite(mean):
         return "-"
     text = f"{mean:.3g}"
@@ -101,7 +109,7 @@ def beats(runs: Iterable[Dict], a: str, b: str, min_seeds: int = 3) -> Optional[
     return bool(-d["mean"] > d["std"])
 
 
-def plot_comparison(summary: Dict[str, Dict], runs: Sequence[Dict], path, title: str = "") -> str:
+def plot_comparison(summary: Dict[str, Dict], runs: Sequence[Dict], path: Union[str, Path], title: str = "") -> str:
     """Write a PNG: test MSE bars (mean ± std over seeds, log scale) and, for soft models, the trajectory of
     every candidate's strength (first seed). Returns the path."""
     import matplotlib
@@ -242,8 +250,9 @@ def _check_split(task, split: str):
     return task.splits()[split]
 
 
-def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, split: str = "test",
-                    group_samples: int = 16, seed: int = 0, batch: int = 4096, skeletons: bool = False) -> Dict:
+def symmetry_report(model: Union[torch.nn.Module, Callable], task: Task, candidates: Optional[Sequence[str]] = None,
+                    *, split: str = "test", group_samples: int = 16, seed: int = 0, batch: int = 4096,
+                    skeletons: bool = False) -> Dict:
     """Which candidate symmetries the data supports, and how strongly, tested with a trained model.
 
     For every candidate G_j, held-out sample z_i = (x_i, y_i) (``split``, default the test split) and each of
@@ -366,7 +375,7 @@ def symmetry_report(model, task, candidates: Optional[Sequence[str]] = None, *, 
             "thresholds": {"holds_p": HOLDS_P, "broken_p": BROKEN_P}, "candidates": rows}
 
 
-def plot_symmetry_report(report: Dict, path) -> str:
+def plot_symmetry_report(report: Dict, path: Union[str, Path]) -> str:
     """Write a PNG: per candidate, the loss increase under the group (bars, coloured by verdict) and its z-score."""
     import matplotlib
 
@@ -493,7 +502,8 @@ HOLDS_RATIO, BROKEN_RATIO = 1.1, 1.5
 BROKEN_GAP = 0.05
 
 
-def exact_model_comparison(probe, exact_models: Dict[str, object], task, *, split: str = "test") -> Dict[str, Dict]:
+def exact_model_comparison(probe: torch.nn.Module, exact_models: Dict[str, object], task: Task, *,
+                           split: str = "test") -> Dict[str, Dict]:
     """Whether the target *function* is equivariant: each candidate's exactly equivariant model against the
     unconstrained probe, both trained on the training split, compared on held-out samples.
 

@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from .metrics import model_dtype_device
 from .parallel import (STOP_TARGETS, SingleProcess, Strategy, TorchDistributed, note_stop_signal,
                        take_pending_stop)
 from .soft.tuning import StrengthTuner, TunerContext, make_tuner
+
+if TYPE_CHECKING:
+    from .data.synthetic import Task
 
 __all__ = ["TrainConfig", "Trainer", "default_config", "FitResult", "Strategy", "SingleProcess", "TorchDistributed",
            "CosineSchedule", "load_checkpoint",
@@ -111,6 +114,7 @@ class TrainConfig:
     world_size: int = 1
 
     def validate(self) -> None:
+        """Raise ConfigError naming the first invalid field and what it accepts (the Trainer calls it first)."""
         def positive(name, integer=True):
             v = getattr(self, name)
             ok = isinstance(v, int if integer else (int, float)) and not isinstance(v, bool)
@@ -150,6 +154,7 @@ class TrainConfig:
             raise ConfigError(f"resume needs a run directory ({_RUN_DIR}) holding the run to continue")
 
     def to_dict(self) -> Dict:
+        """Every field as a plain dict (the run directory's config.json records it to detect changed runs)."""
         return dataclasses.asdict(self)
 
 
@@ -184,7 +189,7 @@ def _checked_init(init):
 TrainConfig.__init__ = _checked_init(TrainConfig.__init__)
 
 
-def default_config(task, model: str = "mlp", n_train: Optional[int] = None, **overrides) -> TrainConfig:
+def default_config(task: Task, model: str = "mlp", n_train: Optional[int] = None, **overrides: Any) -> TrainConfig:
     """The original protocol's TrainConfig for ``task`` (overrides win).
 
     EMLP's tasks (O5Synthetic, Inertia, ParticleInteraction): Adam 3e-3 at a constant rate (EMLP's training
@@ -213,14 +218,17 @@ class CosineSchedule:
         self.epoch = 0
 
     def value(self, epoch: int) -> float:
+        """The learning rate for ``epoch`` (counted from 0)."""
         if self.kind == "constant":
             return self.lr
         return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
 
     def state_dict(self) -> Dict:
+        """The schedule's settings and current epoch, saved in checkpoints."""
         return {"lr": self.lr, "epochs": self.epochs, "kind": self.kind, "min_lr": self.min_lr, "epoch": self.epoch}
 
     def load_state_dict(self, state: Dict) -> None:
+        """Restore :meth:`state_dict`'s output (on resume)."""
         self.lr, self.epochs, self.kind = float(state["lr"]), int(state["epochs"]), str(state["kind"])
         self.min_lr, self.epoch = float(state["min_lr"]), int(state["epoch"])
 
@@ -280,7 +288,7 @@ def _atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path) -> Dict:
+def load_checkpoint(path: Union[str, os.PathLike]) -> Dict:
     """Load a softsym checkpoint (``last.pt`` / ``best.pt``) safely (``weights_only=True``)."""
     path = Path(path)
     if not path.exists():
@@ -317,8 +325,8 @@ class Trainer:
     ``config.tuner`` and otherwise the model's default (``model.tuner_name``, set by ``build_model`` for per/soft).
     """
 
-    def __init__(self, model: torch.nn.Module, task, config: Optional[TrainConfig] = None, tuner=None,
-                 strategy: Optional[Strategy] = None):
+    def __init__(self, model: torch.nn.Module, task: Task, config: Optional[TrainConfig] = None,
+                 tuner: Optional[Union[str, StrengthTuner]] = None, strategy: Optional[Strategy] = None):
         if config is not None and not isinstance(config, TrainConfig):
             raise ConfigError(f"config must be a softsym.train.TrainConfig, got {type(config).__name__}; e.g. "
                               "TrainConfig(**your_dict)")
@@ -522,7 +530,7 @@ class Trainer:
                 outs.append(model(x[i:i + batch].to(dev)).cpu())
         return torch.cat(outs)
 
-    def evaluate(self, model=None) -> Dict:
+    def evaluate(self, model: Optional[torch.nn.Module] = None) -> Dict:
         """Float64 evaluation of a float64 copy of the model: MSE on train/val/test (raw targets) and, for every
         candidate group, :func:`softsym.metrics.equivariance_error` (scale-adjusted ``mean`` / ``max`` and plain
         relative errors) on the first ``equivariance_points`` test inputs."""
@@ -579,6 +587,8 @@ class Trainer:
                                     "impute those samples before training")
 
     def fit(self) -> FitResult:
+        """Train for ``config.epochs`` (checkpoints in ``run_dir`` when set, continued with ``config.resume``),
+        keep the best-validation (or last) weights, evaluate them and return a :class:`FitResult`."""
         cfg, model, task = self.config, self.model, self.task
         strat = self.strategy
         self._check_data()

@@ -66,7 +66,8 @@ class Task:
         return (f"Task({self.name!r}, group={self.group!r}, {self.rep_in} -> {self.rep_out}, train/val/test {sizes}, "
                 f"candidates={list(self.candidates)})")
 
-    def splits(self):
+    def splits(self) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+        """{"train" / "val" / "test": (x, y)} with the raw (unnormalised) tensors, to loop over the splits."""
         return {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val),
                 "test": (self.x_test, self.y_test)}
 

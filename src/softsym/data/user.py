@@ -20,12 +20,13 @@ import csv
 import hashlib
 import math
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, SoftsymError
+from ..groups.base import Group
 from ..groups.parse import canonical_spec, parse_group
 from ..reps.algebra import rep as make_rep
 from ..reps.base import Rep
@@ -181,8 +182,13 @@ def _check_candidates(candidates, group_text: str, rin: Rep, rout: Rep, rep_in, 
     return tuple(out)
 
 
-def task_from_arrays(x, y, group, rep_in, rep_out, *, candidates: Optional[Sequence[str]] = None,
-                     x_val=None, y_val=None, x_test=None, y_test=None, n_train: Optional[int] = None,
+def task_from_arrays(x: Union[np.ndarray, torch.Tensor], y: Union[np.ndarray, torch.Tensor],
+                     group: Union[str, Group], rep_in: Union[str, Rep], rep_out: Union[str, Rep], *,
+                     candidates: Optional[Sequence[str]] = None,
+                     x_val: Optional[Union[np.ndarray, torch.Tensor]] = None,
+                     y_val: Optional[Union[np.ndarray, torch.Tensor]] = None,
+                     x_test: Optional[Union[np.ndarray, torch.Tensor]] = None,
+                     y_test: Optional[Union[np.ndarray, torch.Tensor]] = None, n_train: Optional[int] = None,
                      n_val: Optional[int] = None, n_test: Optional[int] = None, seed: int = 0,
                      normalise: bool = True, name: str = "data", info: Optional[Dict] = None) -> Task:
     """A Task from your own arrays (numpy or torch), validated against the reps of ``group``.
@@ -359,7 +365,8 @@ def _finite_table(path: Path, table: np.ndarray, rows) -> np.ndarray:
     return table
 
 
-def load_task(path, group, rep_in, rep_out, *, candidates: Optional[Sequence[str]] = None,
+def load_task(path: Union[str, Path], group: Union[str, Group], rep_in: Union[str, Rep], rep_out: Union[str, Rep],
+              *, candidates: Optional[Sequence[str]] = None,
               n_train: Optional[int] = None, n_val: Optional[int] = None, n_test: Optional[int] = None,
               seed: int = 0, normalise: bool = True) -> Task:
     """A Task from an NPZ or CSV file (layouts in the module docstring); see :func:`task_from_arrays`.

@@ -155,8 +155,8 @@ class Group:
 
     def __init__(
         self,
-        lie_algebra=None,
-        discrete_generators=None,
+        lie_algebra: Optional[np.ndarray] = None,
+        discrete_generators: Optional[np.ndarray] = None,
         d: Optional[int] = None,
         *,
         name: Optional[str] = None,

@@ -5,6 +5,8 @@ SO+(1,1). Each class only supplies generators and an exact sampler; nothing down
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from ..errors import GroupError
@@ -52,7 +54,7 @@ class SO(Group):
     def _sample_np(self, n, rng, spread):
         return haar_special_orthogonal(n, self.d, rng)
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         return "Haar"
 
 
@@ -68,7 +70,7 @@ class O(Group):
     def _sample_np(self, n, rng, spread):
         return haar_orthogonal(n, self.d, rng)
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         return "Haar"
 
 
@@ -95,7 +97,7 @@ class SU(Group):
     def _sample_np(self, n, rng, spread):
         return haar_unitary(n, self.d, rng, special=True)
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         return "Haar"
 
 
@@ -136,7 +138,7 @@ class SL(Group):
         k = haar_special_orthogonal(n, self.d, rng)
         return k @ sym_exp(random_symmetric(n, self.d, rng, spread, traceless=True))
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         return _polar(spread)
 
 
@@ -151,7 +153,7 @@ class GLPlus(Group):
         k = haar_special_orthogonal(n, self.d, rng)
         return k @ sym_exp(random_symmetric(n, self.d, rng, spread, traceless=False))
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         return _polar(spread)
 
 
@@ -190,7 +192,7 @@ class Sp(Group):
         s = np.block([[a, b], [b, -a]])  # symmetric element of sp(2m)
         return k @ sym_exp(s)
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         return _polar(spread)
 
 
@@ -205,7 +207,7 @@ class Scaling(Group):
         t = rng.standard_normal(n) * spread
         return np.exp(t)[:, None, None] * np.eye(self.d)
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         s = self._spread(spread)
         return f"e^t I (spread {s:g}: t ~ N(0, {s:g}^2))"
 
@@ -246,7 +248,7 @@ class _LorentzBase(Group):
             g = pick @ g
         return g
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         s = self._spread(spread)
         text = f"polar decomposition: boost (spread {s:g}: rapidity ~ N(0, {s:g}^2)) times a Haar rotation"
         return text + (" times a uniform discrete element" if self._discrete else "")
@@ -285,6 +287,6 @@ class SO11p(Group):
     def _sample_np(self, n, rng, spread):
         return lorentz_boosts(n, rng, spread, spatial_dims=1)
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         s = self._spread(spread)
         return f"boosts (spread {s:g}: rapidity ~ N(0, {s:g}^2))"

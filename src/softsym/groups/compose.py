@@ -1,7 +1,7 @@
 """Groups built from groups: Embed (a group acting on some coordinates of R^d) and direct products."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -21,7 +21,8 @@ class Embed(Group):
     "x", "y", "z" for a 2-dimensional G in R^3.
     """
 
-    def __init__(self, group: Group, coords, d: Optional[int] = None, *, name: Optional[str] = None):
+    def __init__(self, group: Group, coords: Union[str, Sequence[int]], d: Optional[int] = None, *,
+                 name: Optional[str] = None):
         if not isinstance(group, Group):
             raise GroupError(f"Embed needs a Group, got {type(group).__name__}")
         axis = None
@@ -73,7 +74,7 @@ class Embed(Group):
         out[(slice(None),) + np.ix_(self.coords, self.coords)] = inner
         return out
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         return self.inner.describe_sampler(spread)
 
 
@@ -104,6 +105,6 @@ class DirectProduct(Group):
         b = self.factors[1]._sample_np(n, rng, spread)
         return np.einsum("nij,nkl->nikjl", a, b).reshape(n, self.d, self.d)
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         a, b = (f.describe_sampler(spread) for f in self.factors)
         return a if a == b == "Haar" else f"Kronecker product of ({a}) and ({b})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import warnings
 from functools import cached_property
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -189,7 +189,8 @@ class FiniteGroup(Group):
     #: the named families (S, Z, C, D, Signs) know their order and sample exactly uniformly in any size
     _family_order: Optional[int] = None
 
-    def __init__(self, generators, d: Optional[int] = None, *, name: Optional[str] = None):
+    def __init__(self, generators: Optional[Union[np.ndarray, Sequence[np.ndarray]]], d: Optional[int] = None, *,
+                 name: Optional[str] = None):
         super().__init__(None, generators, d, name=name, compact=True)
         if self._family_order is None:  # a family's generators have their known finite order (C(20000) too)
             _check_finite_order(self.discrete_np, name or "FiniteGroup")
@@ -217,7 +218,7 @@ class FiniteGroup(Group):
         """n exactly uniform elements without enumerating the group (the named families), or None."""
         return None
 
-    def describe_sampler(self, spread=None):
+    def describe_sampler(self, spread: Optional[float] = None) -> str:
         if self._elements is not None:
             return f"uniform over {len(self._elements)} elements"
         if self._family_order is not None:
@@ -238,7 +239,7 @@ class PermutationGroup(FiniteGroup):
     ``PermutationGroup([[1, 2, 0]])`` is Z(3). Matrices act by (P x)[perm[i]] = x[i].
     """
 
-    def __init__(self, generators, *, name: Optional[str] = None):
+    def __init__(self, generators: Sequence, *, name: Optional[str] = None):
         if isinstance(generators, (str, bytes)) or not hasattr(generators, "__iter__"):
             raise GroupError(f"PermutationGroup needs a list of permutations (index arrays such as [1, 2, 0] or "
                              f"permutation matrices), got {type(generators).__name__}")

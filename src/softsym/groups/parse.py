@@ -16,7 +16,7 @@ Grammar (whitespace ignored)::
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict
+from typing import Callable, Dict, Union
 
 from ..errors import GroupError
 from .base import Group
@@ -162,7 +162,7 @@ class _Parser:
         return Embed(group, coords, d)
 
 
-def parse_group(spec) -> Group:
+def parse_group(spec: Union[str, Group]) -> Group:
     """Parse a group spec such as "O(3)", "SO(1,3)", "O(2)@z", "S(5)", "D(6)" or "SO(2)*S(3)".
 
     A :class:`Group` passes through unchanged; anything unknown raises :class:`GroupError` with the grammar.

@@ -16,13 +16,15 @@ every gather is a contiguous row gather.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import RepError
+from ..groups.base import Group
+from ..reps.base import Rep
 from ..reps.block import canonical_atoms
 from ._util import (ExactBuffers, as_seed, bind_rep, check_real_group, factory_kwargs, first_order_backward,
                     use_plain_autograd)
@@ -48,7 +50,7 @@ def _axis_map(d: int, order) -> np.ndarray:
     return np.transpose(np.arange(d**r, dtype=np.int64).reshape((d,) * r), order).reshape(-1)
 
 
-def bilinear_structure(rep_in, rep_out, seed: int = 0) -> dict:
+def bilinear_structure(rep_in: Rep, rep_out: Rep, seed: int = 0) -> dict:
     """Block pairs and chosen copies of the bilinear layer (numpy; also used to count parameters).
 
     Returns {"types": {type: (count, n_chosen)}, "pairs": [dict(a, b, type, n, cA, cB, sA, sB, gather)],
@@ -265,8 +267,9 @@ class BiLinear(ExactBuffers):
     takes (in, N) and returns (out, N) = [xT +] 0.1 W(x) x.
     """
 
-    def __init__(self, rep_in, rep_out, group=None, *, seed: int = 0, scale: float = 0.1, dtype=None,
-                 device=None):
+    def __init__(self, rep_in: Union[str, Rep], rep_out: Union[str, Rep], group: Optional[Union[str, Group]] = None, *,
+                 seed: int = 0, scale: float = 0.1, dtype: Optional[torch.dtype] = None,
+                 device: Optional[Union[str, torch.device]] = None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         self.rep_in = bind_rep(rep_in, group, "rep_in")
@@ -369,6 +372,7 @@ class BiLinear(ExactBuffers):
                 self._out_runs_of[a] = runs
 
     def reset_parameters(self) -> None:
+        """Draw the weights from N(0, 1), as EMLP does."""
         with torch.no_grad():
             self.weight.normal_()
 
@@ -419,6 +423,7 @@ class BiLinear(ExactBuffers):
         return out.index_add(0, idx, vals)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in) -> (..., out): scale * W(x) x."""
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RepError(f"BiLinear expects last dimension {self.in_features}, got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
@@ -426,6 +431,7 @@ class BiLinear(ExactBuffers):
         return out.t().reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
+        """Reps, group, parameter count and the chosen copies per block type, for ``repr(layer)``."""
         types = ", ".join(f"{'x'.join('V*' if t else 'V' for t in k)}: {n}/{c}" for k, (c, n) in self.types.items())
         return (f"{self.rep_in!r} -> {self.rep_out!r}, group={self.group.name}, params={self.weight_dim}, "
                 f"chosen copies per type [{types}], seed={self.seed}")

@@ -1,12 +1,16 @@
 """Gated nonlinearity (EMLP): scalars get swish, every non-scalar tensor copy is scaled by sigmoid(its gate)."""
 from __future__ import annotations
 
+from typing import Optional, Union
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RepError
+from ..groups.base import Group
+from ..reps.base import Rep
 from ._util import ExactBuffers, bind_rep, first_order_backward, factory_kwargs, use_plain_autograd
 from .reps import gate_indices, num_gates
 
@@ -69,8 +73,9 @@ class GatedNonlinearity(ExactBuffers):
     per-channel ``w_gated`` initialised to ``swish_scale`` (1e-3); that term is not equivariant.
     """
 
-    def __init__(self, rep, group=None, *, swish_path: bool = False, swish_scale: float = 1e-3, dtype=None,
-                 device=None):
+    def __init__(self, rep: Union[str, Rep], group: Optional[Union[str, Group]] = None, *, swish_path: bool = False,
+                 swish_scale: float = 1e-3, dtype: Optional[torch.dtype] = None,
+                 device: Optional[Union[str, torch.device]] = None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         self.rep = bind_rep(rep, group, "rep")
@@ -89,6 +94,7 @@ class GatedNonlinearity(ExactBuffers):
             self.register_parameter("w_gated", None)
 
     def reset_parameters(self) -> None:
+        """Reset the swish-path weights ``w_gated`` to ``swish_scale`` (no-op without the swish path)."""
         if self.w_gated is not None:
             with torch.no_grad():
                 self.w_gated.fill_(self.swish_scale)
@@ -106,6 +112,7 @@ class GatedNonlinearity(ExactBuffers):
         return _GateFn.apply(vT.contiguous(), self.w_gated, self.gate_rows, self.gate_inverse, n)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
+        """(..., n + gates) -> (..., n): each value times the sigmoid of its gate (plus the swish path)."""
         if values.dim() == 0 or values.shape[-1] != self.in_features:
             raise RepError(f"GatedNonlinearity expects last dimension {self.in_features} (rep + gates), "
                            f"got shape {tuple(values.shape)}")
@@ -119,5 +126,6 @@ class GatedNonlinearity(ExactBuffers):
         return out
 
     def extra_repr(self) -> str:
+        """Rep, number of gates and whether the swish path is on, for ``repr(module)``."""
         return (f"{self.rep!r}, gates={self.in_features - self.out_features}, "
                 f"swish_path={self.w_gated is not None}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, RepError
+from ..groups.base import Group
 from ..reps.algebra import Hom
 from ..reps.base import Rep
 from ..reps.block import canonical_atoms
@@ -169,8 +170,9 @@ class EquivariantLinear(nn.Module):
     b are cached until the parameters change.
     """
 
-    def __init__(self, rep_in, rep_out, group=None, *, bias: bool = True, coef_scale: str = "none", dtype=None,
-                 device=None):
+    def __init__(self, rep_in: Union[str, Rep], rep_out: Union[str, Rep], group: Optional[Union[str, Group]] = None, *,
+                 bias: bool = True, coef_scale: str = "none", dtype: Optional[torch.dtype] = None,
+                 device: Optional[Union[str, torch.device]] = None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         _check_group_arg(group, "EquivariantLinear")
@@ -209,10 +211,12 @@ class EquivariantLinear(nn.Module):
     # ------------------------------------------------------------------ parameters
     @property
     def weight_dim(self) -> int:
+        """Number of trainable weight coefficients (dim of the equivariant basis of Hom(rep_in, rep_out))."""
         return self._w_plan.dim
 
     @property
     def bias_dim(self) -> int:
+        """Number of trainable bias coefficients (dim of rep_out's invariant subspace; 0 without bias)."""
         return 0 if self._b_plan is None else self._b_plan.dim
 
     def reset_parameters(self) -> None:
@@ -249,6 +253,7 @@ class EquivariantLinear(nn.Module):
 
     @property
     def bias(self) -> Optional[torch.Tensor]:
+        """The (out,) invariant bias (differentiable in ``bias_coef``), or None without bias."""
         if self.bias_coef is None:
             return None
         return self.bias_expander(self.bias_coef)
@@ -270,11 +275,13 @@ class EquivariantLinear(nn.Module):
             self._cache = (key, self.weight, self.bias, wc.clone(), None if bc is None else bc.clone())
         return self._cache[1], self._cache[2]
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "EquivariantLinear":
+        """nn.Module.train, also dropping the cached eval-mode W and b."""
         self._cache = None
         return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = W x + b for x of shape (..., in); returns (..., out)."""
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RepError(
                 f"EquivariantLinear expects inputs with last dimension {self.in_features} (rep {self.rep_in!r}), "
@@ -289,6 +296,7 @@ class EquivariantLinear(nn.Module):
         return torch.mm(w, xT) if b is None else torch.addmm(b.unsqueeze(1), w, xT)
 
     def extra_repr(self) -> str:
+        """Reps, group, sizes and basis dimensions, for ``repr(layer)``."""
         return (f"{self.rep_in!r} -> {self.rep_out!r}, group={self.group.name}, in={self.in_features}, "
                 f"out={self.out_features}, weight_dim={self.weight_dim}, bias_dim={self.bias_dim}")
 
@@ -302,7 +310,9 @@ class RPPLinear(nn.Module):
     """Residual-pathway-prior linear layer (Finzi, Benton & Wilson, NeurIPS 2021): W = Q c + W_basic,
     b = Q_b c_b + b_basic. The dense path starts at ``basic_scale`` (1e-3) times a dense nn.Linear init."""
 
-    def __init__(self, rep_in, rep_out, group=None, *, basic_scale: float = 1e-3, dtype=None, device=None):
+    def __init__(self, rep_in: Union[str, Rep], rep_out: Union[str, Rep], group: Optional[Union[str, Group]] = None, *,
+                 basic_scale: float = 1e-3, dtype: Optional[torch.dtype] = None,
+                 device: Optional[Union[str, torch.device]] = None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         _check_group_arg(group, "RPPLinear")
@@ -316,6 +326,7 @@ class RPPLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-initialise the equivariant part (EMLP's init) and the dense path (``basic_scale`` x nn.Linear's)."""
         self.equivariant.reset_parameters()
         bound = 1.0 / math.sqrt(max(self.in_features, 1))
         with torch.no_grad():
@@ -324,18 +335,22 @@ class RPPLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
+        """W = Q c + W_basic, (out, in)."""
         return self.equivariant.weight + self.weight_basic
 
     @property
     def bias(self) -> torch.Tensor:
+        """b = Q_b c_b + b_basic, (out,)."""
         return self.equivariant.bias + self.bias_basic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = W x + b for x of shape (..., in); returns (..., out)."""
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RepError(f"RPPLinear expects inputs with last dimension {self.in_features}, got {tuple(x.shape)}")
         return F.linear(x, self.weight, self.bias)
 
     def forward_t(self, xT: torch.Tensor) -> torch.Tensor:
+        """(in, N) -> (out, N) on feature-major tensors."""
         return torch.addmm(self.bias.unsqueeze(1), self.weight, xT)
 
     def l2(self) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -343,4 +358,5 @@ class RPPLinear(nn.Module):
         return self.weight_basic.square().sum(), self.equivariant.weight_coef.square().sum()
 
     def extra_repr(self) -> str:
+        """The dense path's initial scale, for ``repr(layer)``."""
         return f"basic_scale={self.basic_scale:g}"

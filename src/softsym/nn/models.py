@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -147,8 +147,9 @@ class EMLPBlock(nn.Module):
     residual-pathway swish term of RPP / PER to the nonlinearity; ``bilinear=False`` drops the bilinear layer.
     """
 
-    def __init__(self, rep_in, rep_out, group=None, *, seed: int = 0, linear: Optional[nn.Module] = None,
-                 swish_path: bool = False, bilinear: bool = True, dtype=None, device=None):
+    def __init__(self, rep_in: Union[str, Rep], rep_out: Union[str, Rep], group: Optional[Union[str, Group]] = None, *,
+                 seed: int = 0, linear: Optional[nn.Module] = None, swish_path: bool = False, bilinear: bool = True,
+                 dtype: Optional[torch.dtype] = None, device: Optional[Union[str, torch.device]] = None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         rep_out = bind_rep(rep_out, group, "rep_out")
@@ -167,6 +168,7 @@ class EMLPBlock(nn.Module):
         return self.nonlinearity.forward_t(lin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in) -> (..., out): linear, bilinear residual, gated nonlinearity."""
         if self.in_features is not None and (x.dim() == 0 or x.shape[-1] != self.in_features):
             raise RepError(f"EMLPBlock expects last dimension {self.in_features}, got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
@@ -182,8 +184,9 @@ class EMLP(_ModelMixin, nn.Module):
     parameter initialisation uses torch's RNG.
     """
 
-    def __init__(self, rep_in, rep_out, group, ch=384, num_layers: int = 3, *, seed: int = 0, dtype=None,
-                 device=None):
+    def __init__(self, rep_in: Union[str, Rep], rep_out: Union[str, Rep], group: Union[str, Group],
+                 ch: Union[int, str, Rep, Sequence[Union[int, str, Rep]]] = 384, num_layers: int = 3, *,
+                 seed: int = 0, dtype: Optional[torch.dtype] = None, device: Optional[Union[str, torch.device]] = None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         self.group = check_real_group(as_group(group))
@@ -198,10 +201,12 @@ class EMLP(_ModelMixin, nn.Module):
         self.network = nn.Sequential(*blocks, EquivariantLinear(reps[-1], self.rep_out, **fk))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in) -> (..., out)."""
         self._check_input(x)
         return _run_t(self.network, x, self.in_features, self.out_features)
 
     def regularization(self) -> torch.Tensor:
+        """Zero: an exact EMLP has no regularizer (kept so every model can be trained the same way)."""
         return zero_scalar(self)
 
     def parameter_summary(self) -> Dict[str, object]:
@@ -222,6 +227,7 @@ class EMLP(_ModelMixin, nn.Module):
                 "hidden_rep": repr(self.hidden_reps[0]) if self.hidden_reps else None}
 
     def extra_repr(self) -> str:
+        """Group, first hidden rep and depth, for ``repr(model)``."""
         h = self.hidden_reps[0] if self.hidden_reps else None
         return f"group={self.group.name}, hidden={h!r}, layers={len(self.hidden_reps)}"
 
@@ -229,7 +235,9 @@ class EMLP(_ModelMixin, nn.Module):
 class MLP(_ModelMixin, nn.Module):
     """Baseline MLP with the same width and depth: Linear + SiLU (swish) blocks; the group only sets sizes."""
 
-    def __init__(self, rep_in, rep_out, group, ch=384, num_layers: int = 3, *, dtype=None, device=None):
+    def __init__(self, rep_in: Union[str, Rep], rep_out: Union[str, Rep], group: Union[str, Group],
+                 ch: Union[int, Sequence[int]] = 384, num_layers: int = 3, *, dtype: Optional[torch.dtype] = None,
+                 device: Optional[Union[str, torch.device]] = None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         self.group = check_real_group(as_group(group))  # a complex group's reps are not real inputs, as for EMLP
@@ -257,10 +265,12 @@ class MLP(_ModelMixin, nn.Module):
         self.network = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in) -> (..., out)."""
         self._check_input(x)
         return self.network(x)
 
     def regularization(self) -> torch.Tensor:
+        """Zero: the baseline MLP has no regularizer (kept so every model can be trained the same way)."""
         return zero_scalar(self)
 
 
@@ -273,8 +283,10 @@ class RPP(_ModelMixin, nn.Module):
     the RPP experiments).
     """
 
-    def __init__(self, rep_in, rep_out, group, ch=384, num_layers: int = 3, *, basic_wd: float = 1.0,
-                 equiv_wd: float = 1e-5, seed: int = 0, dtype=None, device=None):
+    def __init__(self, rep_in: Union[str, Rep], rep_out: Union[str, Rep], group: Union[str, Group],
+                 ch: Union[int, str, Rep, Sequence[Union[int, str, Rep]]] = 384, num_layers: int = 3, *,
+                 basic_wd: float = 1.0, equiv_wd: float = 1e-5, seed: int = 0, dtype: Optional[torch.dtype] = None,
+                 device: Optional[Union[str, torch.device]] = None):
         super().__init__()
         fk = factory_kwargs(dtype, device)
         self.group = check_real_group(as_group(group))
@@ -296,13 +308,16 @@ class RPP(_ModelMixin, nn.Module):
         self.network = nn.Sequential(*blocks, RPPLinear(reps[-1], self.rep_out, **fk))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in) -> (..., out)."""
         self._check_input(x)
         return _run_t(self.network, x, self.in_features, self.out_features)
 
     def rpp_layers(self) -> List[RPPLinear]:
+        """Every RPPLinear layer of the network, in order."""
         return [m for m in self.modules() if isinstance(m, RPPLinear)]
 
     def regularization(self) -> torch.Tensor:
+        """The RPP prior ``basic_wd ||W_basic||^2 + equiv_wd ||c||^2`` summed over layers (add it to the loss)."""
         basic, equiv = zero_scalar(self), zero_scalar(self)
         for layer in self.rpp_layers():
             b, e = layer.l2()
@@ -310,6 +325,7 @@ class RPP(_ModelMixin, nn.Module):
         return self.basic_wd * basic + self.equiv_wd * equiv
 
     def extra_repr(self) -> str:
+        """Group and the two weight decays, for ``repr(model)``."""
         return f"group={self.group.name}, basic_wd={self.basic_wd:g}, equiv_wd={self.equiv_wd:g}"
 
 
@@ -346,10 +362,14 @@ class SoftEMLP(_ModelMixin, nn.Module):
     only 2.08, gradient and weights 1.39; the exact O(2)@z EMLP: 1.69 / 2.39 with l1 / orthonormal coefficients).
     """
 
-    def __init__(self, rep_in, rep_out, groups=None, ch=128, num_layers: int = 3, *, candidates=None,
-                 full_group=None, strengths=DEFAULT_STRENGTHS, swish_path: bool = True, bilinear: bool = True,
-                 penalty: str = "loss", seed: int = 0, names: Optional[Sequence[str]] = None, dtype=None,
-                 device=None):
+    def __init__(self, rep_in: Union[str, Rep], rep_out: Union[str, Rep],
+                 groups: Optional[Union[Sequence[Union[str, Group]], Dict[str, float]]] = None,
+                 ch: Union[int, str, Rep, Sequence[Union[int, str, Rep]]] = 128, num_layers: int = 3, *,
+                 candidates: Optional[Union[Sequence[Union[str, Group]], Dict[str, float]]] = None,
+                 full_group: Optional[Union[str, Group]] = None,
+                 strengths: Union[float, Sequence[float], torch.Tensor] = DEFAULT_STRENGTHS, swish_path: bool = True,
+                 bilinear: bool = True, penalty: str = "loss", seed: int = 0, names: Optional[Sequence[str]] = None,
+                 dtype: Optional[torch.dtype] = None, device: Optional[Union[str, torch.device]] = None):
         super().__init__()
         if penalty not in ("loss", "prox"):
             raise ConfigError(f"SoftEMLP penalty must be 'loss' or 'prox', got {penalty!r}")
@@ -407,6 +427,7 @@ class SoftEMLP(_ModelMixin, nn.Module):
 
     # ------------------------------------------------------------------ layers and residuals
     def linear_layers(self) -> List[nn.Linear]:
+        """The dense linear layers (one per block, then the final one) whose weights the penalty acts on."""
         return [m.linear if isinstance(m, EMLPBlock) else m for m in self.network]
 
     def flat_parameters(self) -> torch.Tensor:
@@ -476,7 +497,7 @@ class SoftEMLP(_ModelMixin, nn.Module):
                 off += t.numel()
 
     @torch.no_grad()
-    def project_(self, j, *, swish_path: bool = True) -> "SoftEMLP":
+    def project_(self, j: Union[int, str], *, swish_path: bool = True) -> "SoftEMLP":
         """Project every linear layer in place onto candidate ``j``'s equivariant subspace (index or name).
 
         With ``swish_path=True`` (default) the gates' swish-path weights ``w_gated`` are zeroed too: that
@@ -509,16 +530,18 @@ class SoftEMLP(_ModelMixin, nn.Module):
                 return i
         raise ConfigError(f"unknown candidate {name!r}; candidates: {self.symmetry.names}")
 
-    def candidate_reps(self, j: int):
+    def candidate_reps(self, j: int) -> Tuple[Rep, Rep]:
         """(rep_in, rep_out) bound to candidate j, e.g. to measure equivariance errors."""
         g = self.groups[j]
         return self.rep_in_expr.bind(g), self.rep_out_expr.bind(g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in) -> (..., out)."""
         self._check_input(x)
         return _run_t(self.network, x, self.in_features, self.out_features)
 
     def extra_repr(self) -> str:
+        """Full group, first hidden rep, depth and penalty mode, for ``repr(model)``."""
         h = self.hidden_reps[0] if self.hidden_reps else None
         return (f"full_group={self.full_group.name}, hidden={h!r}, layers={len(self.hidden_reps)}, "
                 f"penalty={self.penalty}")

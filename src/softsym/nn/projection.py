@@ -13,7 +13,7 @@ lies in a candidate's subspace gives a residual at rounding level squared (~1e-3
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -104,7 +104,8 @@ class ProjectionPlan(ExactBuffers):
     the (L, J) residual matrix, differentiable.
     """
 
-    def __init__(self, layers: Sequence[Tuple[Rep, Rep, bool]], groups: Sequence[Group], *, dtype, device):
+    def __init__(self, layers: Sequence[Tuple[Rep, Rep, bool]], groups: Sequence[Group], *, dtype: torch.dtype,
+                 device: Union[str, torch.device]):
         super().__init__()
         self.groups = list(groups)
         self.num_layers, self.num_groups = len(layers), len(self.groups)
@@ -193,7 +194,7 @@ class ProjectionPlan(ExactBuffers):
         return out
 
     @torch.no_grad()
-    def shrink_(self, theta: torch.Tensor, factors) -> torch.Tensor:
+    def shrink_(self, theta: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
         """In place, for every candidate j in turn: theta <- theta - f_j (theta - P_j theta), 0 <= f_j <= 1.
 
         With f_j = eta lambda_j / (1 + eta lambda_j) this is the proximal step of the penalty
@@ -244,5 +245,6 @@ class ProjectionPlan(ExactBuffers):
         return cache[1]
 
     def extra_repr(self) -> str:
+        """Layers, candidate names, block types and parameter count, for ``repr(plan)``."""
         return (f"layers={self.num_layers}, candidates=[{', '.join(g.name for g in self.groups)}], "
                 f"block types={len(self._masters)}, parameters={self.total}")

@@ -9,7 +9,7 @@ Generator, never the global RNG, so models are reproducible.
 from __future__ import annotations
 
 from math import comb
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -85,7 +85,7 @@ def uniform_rep_terms(ch: int, d: int, dual_differs: bool, seed: int = 0) -> Lis
     return terms
 
 
-def uniform_rep(ch: int, group=None, *, seed: int = 0, d: Optional[int] = None,
+def uniform_rep(ch: int, group: Optional[Union[str, Group]] = None, *, seed: int = 0, d: Optional[int] = None,
                 dual_differs: Optional[bool] = None) -> Rep:
     """EMLP's hands-off hidden representation with ``ch`` channels (size exactly ``ch``).
 
@@ -142,7 +142,7 @@ def num_gates(rep: Rep, group=None) -> int:
     return int(sum(c.count for c in bound.components if c.atoms))
 
 
-def gated(rep: Rep, group=None) -> Rep:
+def gated(rep: Rep, group: Optional[Union[str, Group]] = None) -> Rep:
     """``rep`` plus one scalar gate per non-scalar tensor copy, appended at the end (EMLP's ``gated``).
 
     The result is bound if ``rep`` is; an unbound rep needs ``group`` to count its copies.
@@ -173,7 +173,7 @@ def architecture_mismatch(full_group: Group, candidate: Group, bilinear: bool = 
     return None
 
 
-def gate_indices(rep: Rep, group=None) -> np.ndarray:
+def gate_indices(rep: Rep, group: Optional[Union[str, Group]] = None) -> np.ndarray:
     """For every coordinate of ``rep``: the index (into the ``gated(rep)`` vector) of the scalar that gates it.
 
     Scalars gate themselves (sigmoid(x) x = swish); copy j of a non-scalar tensor is gated by coordinate

@@ -16,11 +16,12 @@ Examples: "5V0+5V", "5*V0+5*V", "V**2", "(V*)**2", "T(1,1)", "100V0+100V+20V**2"
 from __future__ import annotations
 
 import re
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import numpy as np
 
 from ..errors import RepError, RepParseError
+from ..groups.base import Group
 from .base import ProdRep, Rep, Scalar, SumRep, V, V0, Vdual
 
 __all__ = ["T", "Hom", "parse_rep", "rep", "REP_GRAMMAR"]
@@ -28,7 +29,7 @@ __all__ = ["T", "Hom", "parse_rep", "rep", "REP_GRAMMAR"]
 REP_GRAMMAR = __doc__.split("Grammar (whitespace ignored)::", 1)[1].strip("\n")
 
 
-def T(p: int, q: int = 0, group=None) -> Rep:
+def T(p: int, q: int = 0, group: Optional[Union[str, Group]] = None) -> Rep:
     """T(p, q) = V^(x)p (x) V*^(x)q; ``T(p, q)(G)`` binds it to G."""
     for v, name in ((p, "p"), (q, "q")):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
@@ -190,7 +191,7 @@ def parse_rep(text: str) -> Rep:
                             "write it with fewer nested brackets") from None
 
 
-def rep(spec, group=None) -> Rep:
+def rep(spec: Union[str, Rep], group: Optional[Union[str, Group]] = None) -> Rep:
     """Build a rep from a string or Rep and bind it to ``group`` (Group or spec string) when given.
 
     >>> import softsym

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ class Rep:
         """The group all leaves are bound to, or None for an unbound rep expression."""
         return self._group
 
-    def bind(self, group) -> "Rep":
+    def bind(self, group: Union[str, Group]) -> "Rep":
         """Bind every leaf to ``group`` (a Group or spec string); rebinding to another group is an error."""
         from ..groups.parse import parse_group
 
@@ -185,19 +185,19 @@ class Rep:
         return self._dual()
 
     # ------------------------------------------------------------------ operators
-    def rho(self, g) -> "RepOperator":
+    def rho(self, g: Union[torch.Tensor, np.ndarray]) -> "RepOperator":
         """Structured operator rho(g) for g of shape (d, d) or a batch (B, d, d)."""
         return RepOperator(self, g, "rho")
 
-    def drho(self, a) -> "RepOperator":
+    def drho(self, a: Union[torch.Tensor, np.ndarray]) -> "RepOperator":
         """Structured operator drho(A) of a Lie-algebra element A (d, d) or batch (B, d, d)."""
         return RepOperator(self, a, "drho")
 
-    def rho_dense(self, g) -> torch.Tensor:
+    def rho_dense(self, g: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
         """rho(g) as a dense (n, n) tensor (small reps only)."""
         return self.rho(g).dense()
 
-    def drho_dense(self, a) -> torch.Tensor:
+    def drho_dense(self, a: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
         """drho(A) as a dense (n, n) tensor (small reps only)."""
         return self.drho(a).dense()
 
@@ -238,7 +238,7 @@ class Leaf(Rep):
             raise RepError(f"unknown leaf kind {kind!r}")
         self.kind, self._group = kind, group
 
-    def bind(self, group) -> "Rep":
+    def bind(self, group: Union[str, Group]) -> "Rep":
         from ..groups.parse import parse_group
 
         g = parse_group(group)

@@ -6,7 +6,7 @@ that block in the rep, only the index pattern. Dense Q (n x dim) is formed only 
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -52,10 +52,12 @@ class Basis:
     # ------------------------------------------------------------------ descriptions
     @property
     def dtype(self) -> torch.dtype:
+        """Dtype of the basis vectors: float64, or complex128 for a complex group."""
         return torch.complex128 if self.is_complex else torch.float64
 
     @property
     def blocks(self) -> List[dict]:
+        """One row per tensor block: size, placements, dim per placement, total dim and solver path."""
         return [
             {"block": _atoms_label(atoms), "block_size": comp.block_size, "placements": comp.count,
              "dim_per_placement": sol.dim, "dim": comp.count * sol.dim, "path": sol.path}
@@ -64,6 +66,7 @@ class Basis:
 
     @property
     def spectrum(self) -> Dict[str, dict]:
+        """Per block type: dim, smallest singular values, gap, residual and path, to judge the solve's accuracy."""
         out = {}
         for _, atoms, sol in self._parts:
             out[_atoms_label(atoms)] = {
@@ -82,6 +85,7 @@ class Basis:
         return self.dense()
 
     def dense(self, max_bytes: Optional[int] = None) -> torch.Tensor:
+        """Dense (n, dim) basis matrix Q; raises BasisTooLargeError above ``max_bytes`` (default: the memory cap)."""
         cap = defaults.max_dense_bytes() if max_bytes is None else int(max_bytes)
         itemsize = 16 if self.is_complex else 8
         need = self.size * self.dim * itemsize
@@ -130,7 +134,7 @@ class Basis:
             raise RepError(f"{what} expects a last dimension of {n}, got shape {tuple(x.shape)} (rep {self.rep!r})")
         return x
 
-    def project(self, v) -> torch.Tensor:
+    def project(self, v: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
         """P v with P = Q Q^H, for v of shape (..., n); never forms Q."""
         v = self._check(v, self.size, "project")
         dtype = self._dtype_for(v)
@@ -143,7 +147,7 @@ class Basis:
             out[..., idx] = (x @ qb.conj()) @ qb.transpose(0, 1)
         return out
 
-    def coefficients(self, v) -> torch.Tensor:
+    def coefficients(self, v: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
         """Q^H v: coordinates (..., dim) of v in the basis."""
         v = self._check(v, self.size, "coefficients")
         dtype = self._dtype_for(v)
@@ -156,7 +160,7 @@ class Basis:
             return v.new_zeros(*v.shape[:-1], 0)
         return torch.cat(outs, dim=-1)
 
-    def expand(self, c) -> torch.Tensor:
+    def expand(self, c: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
         """Q c: the rep vector (..., n) with basis coordinates c (..., dim). Differentiable in c."""
         c = self._check(c, self.dim, "expand")
         dtype = self._dtype_for(c)
@@ -183,10 +187,10 @@ class Projector:
     def __init__(self, basis: Basis):
         self.basis = basis
 
-    def __call__(self, v) -> torch.Tensor:
+    def __call__(self, v: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
         return self.basis.project(v)
 
-    def __matmul__(self, v) -> torch.Tensor:
+    def __matmul__(self, v: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
         """``P @ v`` with matrix semantics, like ``rho(g) @ M``: a vector (n,) is projected, a matrix (n, k) has
         each of its columns projected (P M). ``P(v)`` projects the rows of a batch (..., n) instead."""
         v = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
@@ -198,7 +202,8 @@ class Projector:
         return self.basis.project(v)
 
     @property
-    def shape(self):
+    def shape(self) -> Tuple[int, int]:
+        """(n, n), like a matrix."""
         return (self.basis.size, self.basis.size)
 
 

@@ -178,4 +178,5 @@ class SoftModel(nn.Module):
         return self.symmetry.penalty(self.penalty.residuals(self.model, x))
 
     def extra_repr(self) -> str:
+        """Penalty type and candidate names, for ``repr(model)``."""
         return f"penalty={type(self.penalty).__name__}, candidates={self.symmetry.names}"

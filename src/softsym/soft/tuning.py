@@ -158,16 +158,20 @@ class StrengthTuner:
         return None
 
     def after_step(self, ctx: TunerContext) -> None:
+        """Called by the trainer after every optimiser step; the base tuner does nothing."""
         pass
 
     def end_epoch(self, epoch: int) -> None:
+        """Called by the trainer after every epoch (``epoch`` counts from 0); the base tuner does nothing."""
         pass
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict:
+        """The tuner's state (name and time spent), saved in checkpoints so that a resume continues it."""
         return {"name": self.name, "overhead_seconds": float(self.overhead_seconds)}
 
     def load_state_dict(self, state: Dict) -> None:
+        """Restore :meth:`state_dict`'s output; ConfigError when it belongs to another tuner."""
         if state.get("name") != self.name:
             raise ConfigError(f"tuner state is for {state.get('name')!r}, not {self.name!r}")
         self.overhead_seconds = float(state.get("overhead_seconds", 0.0))
@@ -260,6 +264,7 @@ class PERTuner(StrengthTuner):
         self.symmetry.record(0, self._residuals(), event="init", tuner=self.name)
 
     def end_epoch(self, epoch: int) -> None:
+        """Track the residuals in the window before ``adjust_at``, rescale the strengths there, record history."""
         t0 = time.perf_counter()
         e = epoch + 1  # finished epochs
         in_window = self.adjust_at - self.window < e <= self.adjust_at + 1
@@ -300,11 +305,13 @@ class PERTuner(StrengthTuner):
         self.symmetry.set_strengths(new)
 
     def state_dict(self) -> Dict:
+        """The base state plus the tracked residuals and whether the strengths were adjusted (for resuming)."""
         out = super().state_dict()
         out.update({"tracked": self.tracked, "calls": self.calls, "adjusted": self.adjusted})
         return out
 
     def load_state_dict(self, state: Dict) -> None:
+        """Restore :meth:`state_dict`'s output."""
         super().load_state_dict(state)
         self.tracked = None if state.get("tracked") is None else [float(x) for x in state["tracked"]]
         self.calls, self.adjusted = int(state["calls"]), bool(state["adjusted"])
@@ -562,6 +569,7 @@ class SoftTuner(StrengthTuner):
         self.overhead_seconds += time.perf_counter() - t0
 
     def end_epoch(self, epoch: int) -> None:
+        """After the last epoch, close the strength trajectory in the history with the final strengths."""
         if epoch + 1 == self.epochs:  # close the trajectory with the final strengths
             t0 = time.perf_counter()
             self.symmetry.record((epoch + 1) * self.steps_per_epoch, self._residuals(), tuner=self.name,
@@ -570,11 +578,13 @@ class SoftTuner(StrengthTuner):
             self.overhead_seconds += time.perf_counter() - t0
 
     def state_dict(self) -> Dict:
+        """The base state plus the strength state (scale, log lt, hyper-step count, last statistics), for resuming."""
         out = super().state_dict()
         out.update({"scale": self.scale, "log_lt": self.log_lt.clone(), "t": self.t, "last_stats": self.last_stats})
         return out
 
     def load_state_dict(self, state: Dict) -> None:
+        """Restore :meth:`state_dict`'s output and apply the restored strengths to the model."""
         super().load_state_dict(state)
         self.scale = float(state["scale"])
         self.log_lt = state["log_lt"].clone().double()

@@ -48,7 +48,7 @@ import os
 import re
 import sys
 import warnings
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ class DegenerateFrameWarning(UserWarning):
     """Raised (as a warning) when a point cloud's covariance has repeated eigenvalues; see the module docstring."""
 
 
-def parse_frame_group(group) -> Tuple[int, bool, bool, str]:
+def parse_frame_group(group: Union[str, Group]) -> Tuple[int, bool, bool, str]:
     """(d, special, translations, name) for "O(d)", "SO(d)", "E(d)", "SE(d)" or an O / SO Group object."""
     if isinstance(group, Group):
         if isinstance(group, _SO):
@@ -162,9 +162,9 @@ class _FrameBase(nn.Module):
 
     canonical: bool = False
 
-    def __init__(self, model: Callable, group="O(3)", *, scalar_channels: int = 0, vector_channels: int = 0,
-                 output: str = "scalar", degenerate_tol: float = 1e-5, degenerate_samples: int = 64,
-                 seed: int = 0, canonical_tol: float = 1e-8, warn: bool = True,
+    def __init__(self, model: Callable, group: Union[str, Group] = "O(3)", *, scalar_channels: int = 0,
+                 vector_channels: int = 0, output: str = "scalar", degenerate_tol: float = 1e-5,
+                 degenerate_samples: int = 64, seed: int = 0, canonical_tol: float = 1e-8, warn: bool = True,
                  chunk_rows: Optional[int] = None) -> None:
         super().__init__()
         self.model = model
@@ -196,6 +196,7 @@ class _FrameBase(nn.Module):
 
     @property
     def channels(self) -> int:
+        """Input channels per point: d position coordinates, the scalars, then d per vector channel."""
         return self.d * (1 + self.vector_channels) + self.scalar_channels
 
     @property
@@ -209,6 +210,7 @@ class _FrameBase(nn.Module):
         return 1 if self.canonical else len(self.signs)
 
     def extra_repr(self) -> str:
+        """Group, channel layout, output type and frame size, for ``repr(wrapper)``."""
         return (f"group={self.group_name}, scalar_channels={self.scalar_channels}, "
                 f"vector_channels={self.vector_channels}, output={self.output!r}, frame_size={self.frame_size}")
 

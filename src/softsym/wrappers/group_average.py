@@ -105,6 +105,7 @@ class GroupAverage(nn.Module):
         return self.group.sample(n, generator=self.rng).to(torch.float64)
 
     def extra_repr(self) -> str:
+        """Group, reps, exact or Monte-Carlo averaging and the number of elements, for ``repr(wrapper)``."""
         how = "exact" if self.exact else "Monte-Carlo"
         return f"group={self.group.name}, rep_in={self.rep_in!r}, rep_out={self.rep_out!r}, {how}, " \
                f"n_samples={self.n_samples}"

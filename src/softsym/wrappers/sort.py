@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError, ModelError, SoftsymError
+
+if TYPE_CHECKING:
+    from ..reps.base import Rep
 
 __all__ = ["SortCanonicalize"]
 
@@ -102,8 +105,9 @@ class SortCanonicalize(nn.Module):
     True
     """
 
-    def __init__(self, model: Callable, output="invariant", rep_in=None, rep_out=None, *, set_axis: int = 1,
-                 key: Optional[Sequence[int]] = None, max_tie_frames: int = MAX_TIE_FRAMES) -> None:
+    def __init__(self, model: Callable, output: str = "invariant", rep_in: Optional[Union[str, Rep]] = None,
+                 rep_out: Optional[Union[str, Rep]] = None, *, set_axis: int = 1, key: Optional[Sequence[int]] = None,
+                 max_tie_frames: int = MAX_TIE_FRAMES) -> None:
         super().__init__()
         self.group = None
         if output not in ("invariant", "equivariant"):
@@ -149,6 +153,7 @@ class SortCanonicalize(nn.Module):
         self.output, self.set_axis, self.key, self.max_tie_frames = "rep", None, None, int(max_tie_frames)
 
     def extra_repr(self) -> str:
+        """Group and reps (rep form) or output type and set axis (set form), for ``repr(wrapper)``."""
         if self.group is not None:
             return f"{self.group.name}, {self.rep_in!r} -> {self.rep_out!r}"
         return f"output={self.output!r}, set_axis={self.set_axis}"
@@ -177,6 +182,7 @@ class SortCanonicalize(nn.Module):
         return _lexicographic_order(feats, order)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model on the sorted input; equivariant outputs are put back in the original order."""
         if self.group is not None:
             return self._forward_rep(x)
         if not isinstance(x, torch.Tensor) or x.ndim < 2:
