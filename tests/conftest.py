@@ -31,6 +31,7 @@ def fresh_cache(tmp_path, monkeypatch):
     path = tmp_path / "softsym-cache"
     monkeypatch.setenv("SOFTSYM_CACHE", str(path))
     monkeypatch.setattr(cache, "_warned", set())
+    monkeypatch.setattr(cache, "_unwritable", set())
     cache._memory.clear()
     yield path
     cache._memory.clear()

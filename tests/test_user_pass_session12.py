@@ -406,3 +406,49 @@ def test_split_message_and_embedded_group_names():
         task_from_arrays(np.zeros((1000, 3)), np.zeros((1000, 1)), "O(3)", "V", "V0", n_test=2000)
     g = ss.group("O(3)@[1,2,3]:4")
     assert g.name == "O(3)@[1,2,3]:4" and ss.group(g.name).key == g.key
+
+
+# ---------------------------------------------------------------- cache under stress (up54)
+def test_unwritable_cache_warns_once_and_stops_trying(fresh_cache, monkeypatch):
+    """A read-only cache warned once per block (the message held the random temporary's name)."""
+    import errno
+    import tempfile
+
+    from softsym.reps import cache
+
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(1)
+        raise PermissionError(errno.EACCES, "Permission denied", str(fresh_cache / ".tmp-x1y2.ssb"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for spec in ("V", "V**2", "V**3"):
+            ss.equivariant_basis(ss.rep(spec, "O(3)"))
+    msgs = [str(w.message) for w in rec if "cannot write" in str(w.message)]
+    assert len(msgs) == 1 and ".tmp-" not in msgs[0] and len(calls) == 1
+
+
+def test_cache_entries_are_readable_by_others_and_clear_spares_live_files(fresh_cache):
+    import os
+    import stat
+    import time
+
+    from softsym.reps import cache
+
+    ss.equivariant_basis(ss.rep("V**2", "O(3)"))
+    entries = [f for f in fresh_cache.iterdir() if f.suffix == ".ssb"]
+    assert entries
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(entries[0].stat().st_mode) == 0o666 & ~umask
+    live_tmp, live_lock = fresh_cache / ".tmp-live.ssb", fresh_cache / ".abc.lock"
+    old_tmp = fresh_cache / ".tmp-old.ssb"
+    for f in (live_tmp, live_lock, old_tmp):
+        f.write_bytes(b"x")
+    past = time.time() - 2 * cache._STALE_SECONDS
+    os.utime(old_tmp, (past, past))
+    assert cache.clear() == len(entries)
+    assert live_tmp.exists() and live_lock.exists() and not old_tmp.exists()

@@ -7,12 +7,14 @@ A truncated or corrupted entry fails its hash check, is reported once, deleted a
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,7 +93,7 @@ def load(key: str) -> Optional[BlockSolution]:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        _warn_once(f"softsym cache: cannot read {path} ({exc}); recomputing")
+        _warn_once(f"softsym cache: cannot read entries in {path.parent} ({exc.strerror or exc}); recomputing them")
         return None
     try:
         header, payload = raw.split(b"\n", 1)
@@ -126,6 +128,8 @@ def store(key: str, sol: BlockSolution) -> None:
     if why:
         _warn_once(f"{why}; continuing without the disk cache")
         return
+    if str(directory) in _unwritable:  # one failed write is enough: this process stops trying (and warning)
+        return
     meta = {"path": sol.path, "gap": sol.gap, "residual": sol.residual, "seconds": sol.seconds,
             "info": _jsonable(sol.info), "format": FORMAT_VERSION}
     buf = io.BytesIO()
@@ -136,6 +140,10 @@ def store(key: str, sol: BlockSolution) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=_SUFFIX)
         try:
+            try:  # mkstemp makes the file 0600: give entries the mode of an ordinary file (a shared cache)
+                os.fchmod(fd, 0o666 & ~_umask())
+            except (AttributeError, OSError):
+                pass
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -148,20 +156,47 @@ def store(key: str, sol: BlockSolution) -> None:
                 pass
             raise
     except OSError as exc:
-        _warn_once(f"softsym cache: cannot write to {directory} ({exc}); continuing without the disk cache. "
-                   "Set SOFTSYM_CACHE to a writable directory.")
+        if exc.errno == errno.ENOENT and directory.is_dir():  # our temporary was removed (a concurrent `cache clear`)
+            log.debug("cache write raced with a clear: %s", exc)
+            return
+        _unwritable.add(str(directory))
+        _warn_once(f"softsym cache: cannot write to {directory} ({exc.strerror or exc}); continuing without the disk "
+                   "cache in this process. Set SOFTSYM_CACHE to a writable directory.")
+
+
+def _umask() -> int:
+    """The process's umask (read once; os.umask can only be read by setting it)."""
+    if not _UMASK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _UMASK.append(mask)
+    return _UMASK[0]
+
+
+_UMASK: list = []
+#: cache directories a write to failed in this process: no further writes are tried there
+_unwritable: set = set()
+#: seconds to wait for another process's lock before saying so, and in all
+_LOCK_NOTICE_SECONDS, _LOCK_TIMEOUT_SECONDS = 5.0, 600.0
+#: temporaries and lock files older than this are left-overs of killed processes, which `clear` removes
+_STALE_SECONDS = 600.0
 
 
 @contextmanager
 def locked(key: str):
     """Inter-process lock for one key (no-op when the cache directory cannot be created)."""
     try:
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
         directory = cache_dir()
         directory.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(directory / f".{key}.lock"), timeout=600)
-        lock.acquire()
+        lock = FileLock(str(directory / f".{key}.lock"))
+        try:
+            lock.acquire(timeout=_LOCK_NOTICE_SECONDS)
+        except Timeout:
+            _warn_once(f"softsym cache: waiting (up to {_LOCK_TIMEOUT_SECONDS:.0f} s) for another process that is "
+                       f"solving the same basis block (lock {lock.lock_file})")
+            lock.acquire(timeout=_LOCK_TIMEOUT_SECONDS - _LOCK_NOTICE_SECONDS)
     except Exception as exc:  # no lock means at worst duplicate work, never corruption (atomic rename)
         log.debug("cache lock unavailable: %s", exc)
         yield
@@ -201,12 +236,23 @@ def clear() -> int:
     if not directory.exists():
         return 0
     n = 0
+    now = time.time()
     try:
         for f in directory.iterdir():
-            if f.suffix in (_SUFFIX, ".lock") and f.is_file():
+            if f.suffix not in (_SUFFIX, ".lock") or not f.is_file():
+                continue
+            if f.name.startswith("."):  # another process's temporary or lock: only when left over long ago
+                try:
+                    if now - f.stat().st_mtime < _STALE_SECONDS:
+                        continue
+                except OSError:
+                    continue
+            try:
                 f.unlink()
-                if not f.name.startswith("."):
-                    n += 1
+            except FileNotFoundError:
+                continue
+            if not f.name.startswith("."):
+                n += 1
     except OSError as exc:
         raise CacheError(f"cannot clear the softsym cache {directory} ({exc}); removed {n} entries. Check the "
                          "directory's permissions") from None
