@@ -360,9 +360,18 @@ def main(argv=None):
         print_summary(summary, header)
         out = RESULTS / "models-full-summary.json"
         slim = [{k: v for k, v in r.items() if k != "history"} for r in results]
-        out.write_text(json.dumps({"mode": "full-summary", "header": header,
-                                   "machine": machine_info(args.threads, args.jobs), "summary": summary,
-                                   "runs": slim}, indent=1, default=str))
+        new = json.loads(json.dumps({"mode": "full-summary", "header": header, "summary": summary, "runs": slim},
+                                    default=str))
+        try:
+            old = json.loads(out.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old is not None and {k: v for k, v in old.items() if k != "machine"} == new:
+            # the same runs: keep the file, and with it the machine that measured them
+            print(f"{out} is up to date (machine: {old.get('machine', {}).get('cpu_model', 'unknown')})")
+            return 0
+        new["machine"] = machine_info(args.threads, args.jobs)
+        out.write_text(json.dumps(new, indent=1, default=str))
         print(f"wrote {out}")
         return 0
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if quick else 3)

@@ -29,6 +29,9 @@ SAMPLE_SPREAD: float = 0.5
 #: Seed for the random generic element used to diagonalise a Lie algebra (fixed so that solves are reproducible).
 SOLVER_SEED: int = 1234
 
+#: GroupAverage's default number of Monte-Carlo samples per call for compact continuous groups.
+DEFAULT_MC_SAMPLES: int = 16
+
 
 #: Smallest relative singular-value threshold of the SVD paths: float64 round-off puts the singular values of exact
 #: null vectors near 1e-16, so a smaller tol would classify them as non-null and return too small a basis.
@@ -67,5 +70,8 @@ def as_dict() -> dict:
         "DENSE_FALLBACK_MAX_DIM": DENSE_FALLBACK_MAX_DIM,
         "SAMPLE_SPREAD": SAMPLE_SPREAD,
         "SOLVER_SEED": SOLVER_SEED,
+        "DEFAULT_MC_SAMPLES": DEFAULT_MC_SAMPLES,
+        "ITERATIVE_MAX_DIM": ITERATIVE_MAX_DIM,
+        "ITERATIVE_MAX_BLOCK": ITERATIVE_MAX_BLOCK,
         "MAX_DENSE_BYTES": max_dense_bytes(),
     }

@@ -711,9 +711,12 @@ _AUTO_CHECK_ROWS: int = 4
 
 
 def lie_derivative(f: Callable, rep_in: RepLike, rep_out: RepLike, A: Union[torch.Tensor, np.ndarray],
-                   x: Union[torch.Tensor, np.ndarray], *, group: Optional[GroupLike] = None,
-                   method: str = "auto", dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                   x: Union[torch.Tensor, np.ndarray], _x: Optional[Union[torch.Tensor, np.ndarray]] = None, *,
+                   group: Optional[GroupLike] = None, method: str = "auto",
+                   dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """The Lie derivative L_A f(x) = J_f(x) drho_in(A) x - drho_out(A) f(x), shape (B, n_out), float64.
+
+    Also callable as ``lie_derivative(f, group, rep_in, rep_out, A, x)``, the argument order of the other metrics.
 
     Parameters
     ----------
@@ -725,6 +728,10 @@ def lie_derivative(f: Callable, rep_in: RepLike, rep_out: RepLike, A: Union[torc
         (fourth-order central differences, step 1e-3, ~1e-12 relative in float64) or "auto" (jvp; else vjp if it
         agrees with fd; else fd).
     """
+    if _x is not None:  # (f, group, rep_in, rep_out, A, x)
+        if group is not None:
+            raise ConfigError("lie_derivative got the group both positionally (second) and as group=")
+        group, rep_in, rep_out, A, x = rep_in, rep_out, A, x, _x
     if group is not None:
         g, rin, rout = _resolve(group, rep_in, rep_out)
     else:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ._common import console, dumps_strict
+from ._common import console, dumps_strict, fail
 
 DEMO_CASES = [
     ("SO(3)", "V**2", "V**2"),
@@ -123,7 +123,13 @@ def register(app: typer.Typer) -> None:
 
         i = cache.info()
         if i["entries"] and not yes:
-            typer.confirm(f"delete {i['entries']} cached bases in {i['path']}?", abort=True)
+            try:
+                ok = typer.confirm(f"delete {i['entries']} cached bases in {i['path']}?", default=False)
+            except typer.Abort:  # no answer (stdin closed, Ctrl-C / Ctrl-D)
+                fail("no answer to the confirmation: nothing removed (pass --yes to clear without asking)", code=1)
+            if not ok:
+                console.print("nothing removed")
+                return
         n = cache.clear()
         console.print(f"removed {n} entries from {i['path']}")
 

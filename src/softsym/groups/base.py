@@ -317,6 +317,7 @@ class Group:
         Exact Haar for SO(n), O(n), SU(n); uniform for enumerable finite groups; polar decomposition with ``spread``
         (default :data:`softsym.defaults.SAMPLE_SPREAD`) for SL, GL+, Sp and the Lorentz groups; groups given only by
         generators use the generic sampler of :meth:`_sample_np`. :meth:`describe_sampler` says which.
+        Without ``seed`` or ``generator`` the draws come from torch's global generator (``torch.manual_seed``).
         """
         from .. import defaults
 
@@ -333,6 +334,8 @@ class Group:
             try:
                 if isinstance(seed, (bool, float)):
                     raise TypeError("not an integer")
+                if seed is None:  # from torch's global generator: torch.manual_seed makes the draws reproducible
+                    seed = int(torch.randint(0, 2**62, (1,), device="cpu"))
                 rng = np.random.default_rng(seed)
             except (TypeError, ValueError) as exc:
                 raise GroupError(f"sample(seed=...) needs a non-negative integer (or None), got {seed!r} ({exc})") from None

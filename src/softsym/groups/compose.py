@@ -18,13 +18,17 @@ class Embed(Group):
     """G acting on the coordinates ``coords`` of R^d and trivially on the rest.
 
     ``Embed(O(2), (0, 1), 3)`` is O(2) rotating about the z axis ("O(2)@z"). ``coords`` may also be one of
-    "x", "y", "z" for a 2-dimensional G in R^3.
+    "x", "y", "z" for a 2-dimensional G in R^3. ``group`` may be a spec string ("O(2)").
     """
 
-    def __init__(self, group: Group, coords: Union[str, Sequence[int]], d: Optional[int] = None, *,
+    def __init__(self, group: Union[str, Group], coords: Union[str, Sequence[int]], d: Optional[int] = None, *,
                  name: Optional[str] = None):
+        if isinstance(group, str):
+            from .parse import parse_group
+
+            group = parse_group(group)
         if not isinstance(group, Group):
-            raise GroupError(f"Embed needs a Group, got {type(group).__name__}")
+            raise GroupError(f"Embed needs a Group or a group spec such as 'O(2)', got {type(group).__name__}")
         axis = None
         if isinstance(coords, str):
             axis = coords.lower()

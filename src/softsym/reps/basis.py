@@ -313,6 +313,8 @@ def equivariant_basis(rep: Rep, tol: Optional[float] = None, cache: bool = True)
         raise RepError(f"equivariant_basis needs a Rep (e.g. softsym.rep('V**2', 'O(3)')), got {type(rep).__name__}")
     group = rep._require_group()
     tol = _check_tol(tol)
+    if not isinstance(cache, (bool, np.bool_)):  # cache="no" would be truthy
+        raise SolverError(f"cache must be True or False, got {cache!r}")
     _check_rep_size(rep)
     t0 = time.perf_counter()
     solved: Dict[tuple, BlockSolution] = {}

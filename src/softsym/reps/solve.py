@@ -498,9 +498,9 @@ def _path_iterative(group: Group, atoms, tol):
     while True:
         if block > ITERATIVE_MAX_BLOCK and block < s:
             raise BasisTooLargeError(
-                f"{_block_label(group, atoms)} has at least {block // 2} invariant vectors; the iterative solver "
-                f"(used when no structured path applies) finds fewer than {ITERATIVE_MAX_BLOCK}. Use fewer tensor "
-                "factors"
+                f"{_block_label(group, atoms)} has at least {block // 2} invariant vectors, as many as the "
+                f"iterative solver finds (used when no structured path applies; softsym.defaults.ITERATIVE_MAX_BLOCK = "
+                f"{ITERATIVE_MAX_BLOCK}). Use fewer tensor factors"
             )
         _check_alloc(group, atoms, s, 12 * block, np.dtype(dtype).itemsize, f"the iterative solver's {block} vectors")
         x0 = rng.standard_normal((s, block)).astype(dtype)

@@ -98,7 +98,7 @@ def penalty_seed(seed):
     ``torch.manual_seed`` makes a run reproducible (fresh OS entropy made every run differ)."""
     seed = check_seed(seed)
     if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
+        seed = int(torch.randint(0, 2**62, (1,), device="cpu").item())
     return seed
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import defaults
+from ..defaults import DEFAULT_MC_SAMPLES  # re-exported: softsym.wrappers.group_average.DEFAULT_MC_SAMPLES
 from ..errors import ConfigError, DataError, ModelError
 from ..groups.parse import parse_group
 from ..metrics import _check_output, act_each, check_seed, finite_elements, model_dtype_device, require_real_finite
@@ -17,8 +19,6 @@ __all__ = ["GroupAverage", "DEFAULT_MC_SAMPLES"]
 
 log = logging.getLogger(__name__)
 
-#: Default number of Monte-Carlo samples per call for compact continuous groups.
-DEFAULT_MC_SAMPLES: int = 16
 
 
 class GroupAverage(nn.Module):
@@ -72,7 +72,9 @@ class GroupAverage(nn.Module):
             raise ConfigError(f"chunk_rows must be None, 0 (one call) or a positive integer, got {chunk_rows!r}")
         self.chunk_rows = chunk_rows
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        # seed None: a stream seeded from torch's global generator (torch.manual_seed makes runs reproducible)
+        stream = seed if seed is not None else int(torch.randint(0, 2**62, (1,), device="cpu"))
+        self.rng = np.random.default_rng(stream)
         self._finite = finite_elements(self.group)
         order = None if self._finite is None else len(self._finite)
         self.exact = order is not None and (n_samples is None or n_samples >= order)
@@ -89,7 +91,7 @@ class GroupAverage(nn.Module):
                     f"{self.group.name} is not compact: averaging over it is undefined (no finite Haar measure). "
                     "Use a soft penalty (softsym.soft.sampled.SampledPenalty) or an exactly equivariant model instead"
                 )
-            self.n_samples = int(n_samples or DEFAULT_MC_SAMPLES)
+            self.n_samples = int(n_samples or defaults.DEFAULT_MC_SAMPLES)
             if seed is not None:
                 els = self._draw(self.n_samples)
                 self.register_buffer("elements", els, persistent=False)
