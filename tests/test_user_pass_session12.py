@@ -452,3 +452,49 @@ def test_cache_entries_are_readable_by_others_and_clear_spares_live_files(fresh_
     os.utime(old_tmp, (past, past))
     assert cache.clear() == len(entries)
     assert live_tmp.exists() and live_lock.exists() and not old_tmp.exists()
+
+
+# ---------------------------------------------------------------- README / API pass (up53) and small API fixes
+def test_group_sample_and_group_average_follow_torch_manual_seed():
+    g = ss.group("SO(3)")
+    torch.manual_seed(7)
+    a = g.sample(3)
+    torch.manual_seed(7)
+    b = g.sample(3)
+    assert torch.equal(a, b)
+    from softsym.wrappers import GroupAverage
+
+    x = torch.randn(4, 3, dtype=torch.float64)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        avg = GroupAverage(nn.Linear(3, 3, dtype=torch.float64), "SO(3)", "V", "V", n_samples=4)
+        outs.append(avg(x))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_small_api_spellings():
+    from softsym import defaults
+    from softsym.errors import SolverError
+    from softsym.metrics import lie_derivative
+    from softsym.wrappers import group_average
+
+    assert ss.Embed("O(2)", [0, 2], 3).key == ss.group("O(2)@[0,2]:3").key
+    with pytest.raises(SolverError, match="cache must be True or False"):
+        ss.equivariant_basis(ss.rep("V", "O(3)"), cache="no")
+    assert group_average.DEFAULT_MC_SAMPLES == defaults.DEFAULT_MC_SAMPLES == 16
+    f = lambda x: x * x.pow(2).sum(1, keepdim=True) + x[:, :1]  # noqa: E731  (breaks SO(3))
+    a = ss.group("SO(3)").lie_algebra[0]
+    x = torch.randn(5, 3, dtype=torch.float64)
+    assert torch.equal(lie_derivative(f, "SO(3)", "V", "V", a, x), lie_derivative(f, "V", "V", a, x, group="SO(3)"))
+
+
+def test_cache_clear_declined_exits_zero(fresh_cache):
+    from typer.testing import CliRunner
+
+    from softsym.cli import app
+
+    ss.equivariant_basis(ss.rep("V**2", "O(3)"))
+    res = CliRunner().invoke(app, ["cache", "clear"], input="n\n")
+    assert res.exit_code == 0 and "nothing removed" in res.output
+    assert any(f.suffix == ".ssb" for f in fresh_cache.iterdir())

@@ -677,7 +677,8 @@ def run(emlp_python: Optional[str] = None, only: Optional[Sequence[str]] = None,
         basis_txt = f"{row['basis_dim']:,}" if row["basis_dim"] is not None else "[red]failed[/]"
         cold_txt = _fmt_s(row["cold"].get("seconds"))
         if row["cold"].get("with_lazy_imports_seconds") is not None:
-            cold_txt += f"\n({_fmt_s(row['cold']['with_lazy_imports_seconds'])} in one more run incl. the lazy scipy import)"
+            lazy = _fmt_s(row["cold"]["with_lazy_imports_seconds"])
+            cold_txt += f"\n({lazy} in one more run incl. the lazy scipy import)"
         table.add_row(row["name"], f"{row['map_dim']:,}", basis_txt, cold_txt, warm_txt,
                       dense_txt, ratio_txt, emlp_txt, emlp_ratio, " ".join(marks))
     console.print(table)
