@@ -70,7 +70,6 @@ def test_invalid_group_constructor_arguments(ctor):
     lambda: ss.Embed(ss.O(2), (1, 1), 3),
     lambda: ss.Embed(ss.O(3), "z"),
     lambda: ss.Embed(ss.O(2), "w"),
-    lambda: ss.Embed("O(2)", (0, 1), 3),
     lambda: ss.group("O(2)@[0,1,2]"),
     lambda: ss.group("SO(3)@[0,1]:4"),
     lambda: ss.group("SO(3)@[0,1,5]:4"),
