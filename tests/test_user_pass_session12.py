@@ -498,3 +498,36 @@ def test_cache_clear_declined_exits_zero(fresh_cache):
     res = CliRunner().invoke(app, ["cache", "clear"], input="n\n")
     assert res.exit_code == 0 and "nothing removed" in res.output
     assert any(f.suffix == ".ssb" for f in fresh_cache.iterdir())
+
+
+# ---------------------------------------------------------------- metrics and wrappers on unusual groups (up58)
+def test_metrics_on_huge_symmetric_groups_and_infinite_compact_generators():
+    """S(171): float(171!) overflowed in the sampler description; a rotation by 1 rad (a compact group of infinite
+    order given by a discrete generator) was refused by the metrics and GroupAverage."""
+    from softsym.wrappers import GroupAverage
+
+    assert "1.24e+309 elements" in ss.group("S(171)").describe_sampler()
+    r = ss.equivariance_error(lambda z: z.sum(1, keepdim=True), "S(171)", "V", "V0",
+                              torch.randn(8, 171, dtype=torch.float64), n_samples=4)
+    assert r.max < 1e-12
+    a = 1.0
+    rot = ss.Group(discrete_generators=np.array([[[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]]))
+    r = ss.equivariance_error(lambda z: z.norm(dim=1, keepdim=True), rot, "V", "V0",
+                              torch.randn(4, 2, dtype=torch.float64))
+    assert r.max < 1e-12
+    ga = GroupAverage(nn.Linear(2, 1, dtype=torch.float64), rot, "V", "V0", n_samples=8, seed=0)
+    assert ga(torch.randn(3, 2, dtype=torch.float64)).shape == (3, 1)
+
+
+def test_act_each_caps_the_stacked_elements(monkeypatch):
+    """Below 256 rows act_each stacked S*B dense (d, d) matrices: 4.6 GB for Z(300) at batch 200."""
+    from softsym import metrics
+
+    g = ss.group("Z(40)")
+    els = g.sample(8, seed=0)
+    x = torch.randn(100, 40, dtype=torch.float64)
+    rep = ss.rep("V", g)
+    full = metrics.act_each(rep, els, x)
+    monkeypatch.setattr(metrics, "_BATCHED_BYTES", 1)
+    looped = metrics.act_each(rep, els, x)
+    assert torch.equal(full, looped)

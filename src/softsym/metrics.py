@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from . import defaults
-from .errors import ConfigError, DataError, ModelError, SoftsymError
+from .errors import ConfigError, DataError, GroupError, ModelError, SoftsymError
 from .groups.base import Group
 from .groups.finite import FiniteGroup
 from .groups.parse import parse_group
@@ -319,6 +319,8 @@ def _call(f: Callable, x: torch.Tensor, n_out: int, rep_out: Rep) -> torch.Tenso
 
 #: Below this many rows per element, act_each uses one batched operator (per-row matrices) instead of a loop.
 _BATCHED_ROWS: int = 256
+#: ... and while the s * b stacked group elements take at most this many bytes
+_BATCHED_BYTES: int = 64 << 20
 
 
 def act_each(rep: Rep, elements: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -328,7 +330,9 @@ def act_each(rep: Rep, elements: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     structured operator each (avoids inverting a copy of g for every row).
     """
     s, b = elements.shape[0], x.shape[0]
-    if s > 1 and b < _BATCHED_ROWS:
+    d = elements.shape[-1]
+    # the per-row operator holds s*b matrices (d, d): only while that stays small (Z(300) at b = 200: 4.6 GB)
+    if s > 1 and b < _BATCHED_ROWS and s * b * d * d * 8 <= _BATCHED_BYTES:
         return rep.rho(elements.repeat_interleave(b, dim=0)).apply(x.repeat(s, 1))
     return torch.cat([rep.rho(g).apply(x) for g in elements], dim=0)
 
@@ -364,7 +368,10 @@ def finite_elements(group: Group) -> Optional[np.ndarray]:
     if not isinstance(group, FiniteGroup):
         if len(group.lie_np) or group.is_complex or not group.is_compact:
             return None
-        group = _closure(group)
+        try:
+            group = _closure(group)
+        except GroupError:  # e.g. a rotation by 1 rad: compact but infinite; sample it instead
+            return None
     if group.order is None:
         return None
     els = np.asarray(group.elements(), dtype=np.float64)

@@ -334,7 +334,10 @@ class Z(FiniteGroup):
 
 def _count(n: int) -> str:
     """An element count for messages: exact up to 10^12, then in e-notation (S(40) has 8.16e+47)."""
-    return str(n) if n <= 10**12 else f"{float(n):.3g}"
+    if n <= 10**12:
+        return str(n)
+    digits = str(n)  # no float(): 171! and beyond overflow it
+    return f"{digits[0]}.{digits[1:3]}e+{len(digits) - 1:02d}"
 
 
 def _perm_matrices(perms: np.ndarray) -> np.ndarray:
