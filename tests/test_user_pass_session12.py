@@ -414,8 +414,6 @@ def test_unwritable_cache_warns_once_and_stops_trying(fresh_cache, monkeypatch):
     import errno
     import tempfile
 
-    from softsym.reps import cache
-
     calls = []
 
     def refuse(*args, **kwargs):
