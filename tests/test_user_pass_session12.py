@@ -529,3 +529,27 @@ def test_act_each_caps_the_stacked_elements(monkeypatch):
     monkeypatch.setattr(metrics, "_BATCHED_BYTES", 1)
     looped = metrics.act_each(rep, els, x)
     assert torch.equal(full, looped)
+
+
+# ---------------------------------------------------------------- models and training (up56)
+def test_per_warns_when_it_adjusts_after_too_few_steps():
+    tuner = PERTuner()
+    model = ss.nn.SoftEMLP("V", "V", ["O(3)", "O(2)@z"], ch=8)
+    with pytest.warns(UserWarning, match="after 25 optimiser steps"):
+        tuner.attach(model, epochs=100, steps_per_epoch=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PERTuner().attach(ss.nn.SoftEMLP("V", "V", ["O(3)", "O(2)@z"], ch=8), epochs=100, steps_per_epoch=10)
+
+
+def test_extending_a_run_names_stop_after(tmp_path):
+    from softsym import TrainConfig, Trainer, build_model, make_task
+
+    task = make_task("inertia", n_train=20, n_val=10, n_test=10, seed=0)
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    Trainer(build_model("mlp", task, ch=8), task, TrainConfig(epochs=2, batch_size=10, progress=False,
+                                                              run_dir=str(run))).fit()
+    with pytest.raises(ConfigError, match="stop_after"):
+        Trainer(build_model("mlp", task, ch=8), task, TrainConfig(epochs=4, batch_size=10, progress=False,
+                                                                  run_dir=str(run), resume=True)).fit()

@@ -414,9 +414,14 @@ class Trainer:
                 if "sha256" in new_info and old_info.get("sha256") not in (None, new_info["sha256"]):
                     diff = (f"the data file {new_info.get('source')} has changed since that run (content hash "
                             f"{old_info['sha256']} -> {new_info['sha256']}); {diff}")
+                extend = ""
+                if "epochs" in diff and self.config.resume:  # the cosine schedule and the tuners depend on it
+                    extend = ("; a run cannot be extended to more epochs (its learning-rate schedule and tuner are "
+                              "laid out over the planned length): plan the full length and stop early with "
+                              "TrainConfig(stop_after=N) instead, then resume")
                 raise ConfigError(
                     f"run directory {d} holds a run with a different config ({diff}); use another run directory "
-                    f"({_RUN_DIR}; --out for softsym compare / report), or {_OVERWRITE} to replace it"
+                    f"({_RUN_DIR}; --out for softsym compare / report), or {_OVERWRITE} to replace it{extend}"
                 )
             if not self.config.resume:
                 raise ConfigError(
