@@ -302,18 +302,22 @@ def _check_output(y, batch: int, n_out: int, rep_out: Rep, check_finite: bool = 
     return y
 
 
-def _call(f: Callable, x: torch.Tensor, n_out: int, rep_out: Rep) -> torch.Tensor:
-    """Call f on x (model dtype), validate the output and return it as float64 (B, n_out)."""
+def call_model(f: Callable, x: torch.Tensor, who: str = "", hint: str = ""):
+    """f(x), with any failure of the user's code (not a SoftsymError) turned into a ModelError naming the input's
+    shape and dtype; ``who`` prefixes the message, ``hint`` ends it."""
     try:
-        y = f(x)
+        return f(x)
     except SoftsymError:
         raise
-    except Exception as exc:
-        raise ModelError(
-            f"calling the model on inputs of shape {tuple(x.shape)} ({x.dtype}) failed with "
-            f"{type(exc).__name__}: {exc} (the metrics call it on stacks of transformed copies of the inputs: it "
-            "must accept a (batch, n_in) tensor of any batch size in its own dtype)"
-        ) from exc
+    except Exception as exc:  # noqa: BLE001  (any failure of user code)
+        raise ModelError(f"{who + ': ' if who else ''}calling the model on inputs of shape {tuple(x.shape)} "
+                         f"({x.dtype}) failed with {type(exc).__name__}: {exc}{hint}") from exc
+
+
+def _call(f: Callable, x: torch.Tensor, n_out: int, rep_out: Rep) -> torch.Tensor:
+    """Call f on x (model dtype), validate the output and return it as float64 (B, n_out)."""
+    y = call_model(f, x, hint=" (the metrics call it on stacks of transformed copies of the inputs: it must accept "
+                              "a (batch, n_in) tensor of any batch size in its own dtype)")
     return _check_output(y, x.shape[0], n_out, rep_out).to(torch.float64)
 
 

@@ -452,18 +452,13 @@ def _batched_outputs(model, x, n_out: int, dtype, device, batch: int, who: str):
     loss, and both made every candidate "hold")."""
     import torch
 
-    from .errors import ModelError, SoftsymError
+    from .errors import ModelError
+    from .metrics import call_model
 
     outs = []
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].to(device=device, dtype=dtype)
-        try:
-            out = model(xb)
-        except SoftsymError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (any failure of user code)
-            raise ModelError(f"{who}: calling the model on a batch of shape {tuple(xb.shape)} ({xb.dtype}) failed "
-                             f"with {type(exc).__name__}: {exc}") from exc
+        out = call_model(model, xb, who)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(xb), n_out):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ModelError(f"{who}: the model returned {got} for {len(xb)} inputs, but the targets have shape "

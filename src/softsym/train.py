@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError, ModelError, SoftsymError
-from .metrics import model_dtype_device
+from .errors import ConfigError, DataError, ModelError
+from .metrics import call_model, model_dtype_device
 from .parallel import (STOP_TARGETS, SingleProcess, Strategy, TorchDistributed, note_stop_signal,
                        take_pending_stop)
 from .soft.tuning import StrengthTuner, TunerContext, make_tuner
@@ -769,12 +769,7 @@ class Trainer:
         model.eval()
         try:
             with torch.no_grad():
-                y = model(xb)
-        except SoftsymError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (any failure of user code)
-            raise ModelError(f"calling the model on a batch of shape {tuple(xb.shape)} ({xb.dtype}) failed with "
-                             f"{type(exc).__name__}: {exc}") from exc
+                y = call_model(model, xb)
         finally:
             model.train(was_training)
         if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(yb.shape):

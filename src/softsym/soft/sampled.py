@@ -11,8 +11,9 @@ from typing import Callable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError, ModelError, RepError, SoftsymError
-from ..metrics import _check_output, check_seed, check_spread, finite_elements, model_dtype_device, require_real_finite
+from ..errors import ConfigError, DataError, ModelError, RepError
+from ..metrics import (_check_output, call_model, check_seed, check_spread, finite_elements, model_dtype_device,
+                       require_real_finite)
 from ..reps.algebra import parse_rep
 from ..reps.base import Rep
 from .symmetry import SoftSymmetry, as_symmetry
@@ -176,13 +177,7 @@ def check_residuals(res: torch.Tensor, who: str) -> torch.Tensor:
 
 
 def _model_call_raw(model: Callable, x: torch.Tensor):
-    try:
-        return model(x)
-    except SoftsymError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"SampledPenalty: calling the model on inputs of shape {tuple(x.shape)} ({x.dtype}) failed "
-                         f"with {type(exc).__name__}: {exc}") from exc
+    return call_model(model, x, "SampledPenalty")
 
 
 def _model_call(model: Callable, x: torch.Tensor, n_out: int, rep: Rep) -> torch.Tensor:
