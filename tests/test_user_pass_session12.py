@@ -553,3 +553,42 @@ def test_extending_a_run_names_stop_after(tmp_path):
     with pytest.raises(ConfigError, match="stop_after"):
         Trainer(build_model("mlp", task, ch=8), task, TrainConfig(epochs=4, batch_size=10, progress=False,
                                                                   run_dir=str(run), resume=True)).fit()
+
+
+# ---------------------------------------------------------------- CLI end to end (up57)
+def test_report_json_says_where_an_interrupt_stopped(tmp_path, monkeypatch):
+    """An interrupted `softsym report --json` printed nothing on stdout (fit --json prints a summary)."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from softsym.cli import app
+    from softsym.cli import train as cli_train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("interrupted after epoch 3")
+
+    monkeypatch.setattr(cli_train, "_run_one", interrupted)
+    res = CliRunner().invoke(app, ["report", "--task", "mixed-inertia:o2y", "--epochs", "10", "--out",
+                                   str(tmp_path / "rep"), "--json", "--no-progress", "--no-exact"])
+    start = res.output.index("{")
+    out = _json.loads(res.output[start:res.output.index("}", start) + 1])
+    assert out["interrupted"] is True and out["run_dir"].endswith("probe-mlp-seed0")
+
+
+def test_trainer_messages_follow_the_cli_wording(tmp_path):
+    from softsym import TrainConfig, Trainer, build_model, make_task
+    from softsym.train import message_wording
+
+    task = make_task("inertia", n_train=20, n_val=10, n_test=10, seed=0)
+    run = tmp_path / "run"
+    Trainer(build_model("mlp", task, ch=8), task, TrainConfig(epochs=1, batch_size=10, progress=False,
+                                                              run_dir=str(run))).fit()
+    with message_wording(resume="--resume", overwrite="--overwrite", run_dir="--run-dir"):
+        with pytest.raises(ConfigError) as exc:
+            Trainer(build_model("mlp", task, ch=8), task, TrainConfig(epochs=1, batch_size=10, progress=False,
+                                                                      run_dir=str(run))).fit()
+    assert "pass --resume to continue" in str(exc.value) and "resume=True" not in str(exc.value)
+    with pytest.raises(ConfigError, match="resume=True"):  # outside the block: the Python wording again
+        Trainer(build_model("mlp", task, ch=8), task, TrainConfig(epochs=1, batch_size=10, progress=False,
+                                                                  run_dir=str(run))).fit()

@@ -30,6 +30,7 @@ reach the single-process parameters up to floating-point summation order (see :m
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -40,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
@@ -65,6 +66,20 @@ RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "metrics.json
 _VOLATILE = ("run_dir", "resume", "overwrite", "progress", "stop_after", "checkpoint_every", "world_size")
 #: how messages name the run-directory options: the Trainer is used from Python and behind the CLI
 _RESUME, _OVERWRITE, _RUN_DIR = "resume=True (--resume)", "overwrite=True (--overwrite)", "run_dir= / --run-dir"
+
+
+@contextlib.contextmanager
+def message_wording(resume: Optional[str] = None, overwrite: Optional[str] = None,
+                    run_dir: Optional[str] = None) -> Iterator[None]:
+    """Within the block, the trainer's messages name these options (the CLI's flags, or "run the same command
+    again" for commands that reuse their runs) instead of both the Python keywords and the ``fit`` flags."""
+    global _RESUME, _OVERWRITE, _RUN_DIR
+    saved = (_RESUME, _OVERWRITE, _RUN_DIR)
+    _RESUME, _OVERWRITE, _RUN_DIR = resume or _RESUME, overwrite or _OVERWRITE, run_dir or _RUN_DIR
+    try:
+        yield
+    finally:
+        _RESUME, _OVERWRITE, _RUN_DIR = saved
 
 
 @dataclass
@@ -421,7 +436,7 @@ class Trainer:
                               "TrainConfig(stop_after=N) instead, then resume")
                 raise ConfigError(
                     f"run directory {d} holds a run with a different config ({diff}); use another run directory "
-                    f"({_RUN_DIR}; --out for softsym compare / report), or {_OVERWRITE} to replace it{extend}"
+                    f"({_RUN_DIR}), or {_OVERWRITE} to replace it{extend}"
                 )
             if not self.config.resume:
                 raise ConfigError(

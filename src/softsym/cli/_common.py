@@ -31,9 +31,17 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def _cli_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings in the CLI as one line each ("warning: ..."), not Python's file:line plus source line."""
+    return f"warning: {message}\n"
+
+
 def run_app(app, argv=None) -> None:
     """Run a typer app, turning SoftsymError into a clean message and exit status 2, and an interrupt into 130
     (Ctrl-C) or 143 (SIGTERM)."""
+    import warnings
+
+    warnings.formatwarning = _cli_warning
     try:
         app(args=argv, standalone_mode=True)
     except SoftsymError as exc:

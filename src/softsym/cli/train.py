@@ -70,9 +70,11 @@ class TaskSource:
 def _run_one(source: "TaskSource", model_name: str, *, seed: int, n_train: Optional[int], n_val, n_test, epochs, ch,
              num_layers, lr, batch_size, weight_decay, tuner, run_dir, resume, overwrite, progress, eq_samples=16,
              tuner_options=None, replace_different=False, schedule=None, candidates=None, skeletons=None,
-             strict_skeletons=True, nproc=1):
+             strict_skeletons=True, nproc=1, reused: bool = False):
+    """Build and train one model for a CLI command; ``reused``: the command (compare, report) reuses its runs, so
+    the trainer's messages say "run the same command again" rather than --resume."""
     from ..models import build_model
-    from ..train import Trainer, default_config
+    from ..train import Trainer, default_config, message_wording
 
     task = source.make(seed, n_train, n_val, n_test)
     model = build_model(model_name, task, ch=ch, num_layers=num_layers, seed=seed,
@@ -81,15 +83,22 @@ def _run_one(source: "TaskSource", model_name: str, *, seed: int, n_train: Optio
                          schedule=schedule, seed=seed, run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
                          tuner=tuner, equivariance_samples=eq_samples, tuner_options=tuner_options or {},
                          world_size=nproc)
-    trainer = Trainer(model, task, cfg)
-    if replace_different and run_dir and not trainer.same_run_in_dir():
-        cfg.resume, cfg.overwrite = False, True
-    return trainer.fit()
+    if reused:
+        wording = dict(resume="the same command again (finished runs are reused)", overwrite="--overwrite",
+                       run_dir="--out")
+    else:
+        wording = dict(resume="--resume", overwrite="--overwrite", run_dir="--run-dir")
+    with message_wording(**wording):
+        trainer = Trainer(model, task, cfg)
+        if replace_different and run_dir and not trainer.same_run_in_dir():
+            cfg.resume, cfg.overwrite = False, True
+        return trainer.fit()
 
 
-def _interrupted_summary(run_dir: Optional[Path], exc: BaseException) -> dict:
-    """What ``fit --json`` prints for an interrupted run: not finished, the last epoch logged in the run directory
-    (None without one) and how to resume."""
+def _interrupted_summary(run_dir: Optional[Path], exc: BaseException,
+                         resume: str = "add --resume to the same command") -> dict:
+    """What ``fit --json`` (and ``report --json``) prints for an interrupted run: not finished, the last epoch logged
+    in the run directory (None without one) and how to resume."""
     epoch = None
     log = run_dir / "metrics.jsonl" if run_dir is not None else None
     if log is not None and log.exists():
@@ -101,8 +110,7 @@ def _interrupted_summary(run_dir: Optional[Path], exc: BaseException) -> dict:
                 continue
     out = {"finished": False, "interrupted": True, "epoch": epoch, "message": str(exc) or "interrupted",
            "run_dir": str(run_dir) if run_dir is not None else None}
-    out["resume"] = "add --resume to the same command" if run_dir is not None and (run_dir / "last.pt").exists() \
-        else None
+    out["resume"] = resume if run_dir is not None and (run_dir / "last.pt").exists() else None
     return out
 
 
@@ -392,7 +400,7 @@ def register(app: typer.Typer) -> None:
                                   ch=ch, num_layers=num_layers, lr=lr, batch_size=batch_size,
                                   weight_decay=weight_decay, schedule=schedule, tuner=None,
                                   run_dir=str(run_dir), resume=True,
-                                  overwrite=False, progress=progress, replace_different=overwrite,
+                                  overwrite=False, progress=progress, replace_different=overwrite, reused=True,
                                   candidates=cand_list, skeletons=skeletons, strict_skeletons=False,
                                   nproc=nproc)
                 m = result.metrics
@@ -414,9 +422,9 @@ def register(app: typer.Typer) -> None:
         # one row per candidate group, one column per model: soft models can have many candidates (the task's
         # and their skeletons), models are few, so the tables stay readable on an 80-column terminal
         eq = Table(title="equivariance error (scale-adjusted, float64, mean over seeds)")
-        eq.add_column("group", no_wrap=True)
+        eq.add_column("group", overflow="fold")  # on a narrow terminal the names fold, never the numbers
         for name in summary:
-            eq.add_column(name, justify="right")
+            eq.add_column(name, justify="right", no_wrap=True, min_width=8, overflow="fold")
         for c in cands:
             eq.add_row(c, *[f"{s['equivariance'][c]:.2e}" if c in s["equivariance"] else "-"
                             for s in summary.values()])
@@ -424,9 +432,9 @@ def register(app: typer.Typer) -> None:
         soft_models = {n: s for n, s in summary.items() if s["strengths"]}
         if soft_models:
             st = Table(title="final strengths lambda_j (geometric mean over seeds)")
-            st.add_column("group", no_wrap=True)
+            st.add_column("group", overflow="fold")
             for name in soft_models:
-                st.add_column(name, justify="right")
+                st.add_column(name, justify="right", no_wrap=True, min_width=7, overflow="fold")
             for c in cands:
                 st.add_row(c, *[f"{s['strengths'][c]:.3g}" if c in s["strengths"] else "-"
                                 for s in soft_models.values()])
@@ -532,28 +540,38 @@ def register(app: typer.Typer) -> None:
             from ..train import default_config
 
             epochs = min(default_config(probe_task, model).epochs, REPORT_MAX_EPOCHS)
-        result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs, ch=ch,
-                          num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=None, tuner=None,
-                          run_dir=str(out_dir / f"probe-{_slug(model)}-seed{seed}"), resume=True, overwrite=False,
-                          progress=progress, replace_different=overwrite,
-                          candidates=cand_list if probe_kind in ("per", "soft") else None, skeletons=None,
-                          nproc=nproc)
-        rep = symmetry_report(result.model, probe_task, tested, group_samples=group_samples, seed=seed)
-        rep["probe"] = {k: result.metrics.get(k) for k in ("model", "test_mse", "val_mse", "epochs", "train_seconds")}
-        if exact:  # one exactly equivariant EMLP per candidate, trained like the probe
-            exact_models, failed = {}, {}
-            for spec in tested:
-                try:
-                    res = _run_one(source, f"emlp:{spec}", seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
-                                   epochs=epochs, ch=ch, num_layers=num_layers, lr=lr, batch_size=batch_size,
-                                   weight_decay=None, tuner=None,
-                                   run_dir=str(out_dir / f"exact-{_slug(spec)}-seed{seed}"), resume=True,
-                                   overwrite=False, progress=progress, replace_different=overwrite, nproc=nproc)
-                    exact_models[spec] = res.model
-                except SoftsymError as exc:  # e.g. a complex group: no real EMLP
-                    failed[spec] = str(exc)
-            add_exact_comparison(rep, exact_model_comparison(result.model, exact_models, probe_task))
-            rep["exact_failed"] = failed
+        current = [out_dir / f"probe-{_slug(model)}-seed{seed}"]  # the run an interrupt lands in
+        try:
+            result = _run_one(source, model, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, epochs=epochs,
+                              ch=ch, num_layers=num_layers, lr=lr, batch_size=batch_size, weight_decay=None,
+                              tuner=None, run_dir=str(current[0]), resume=True, overwrite=False, progress=progress,
+                              replace_different=overwrite, reused=True,
+                              candidates=cand_list if probe_kind in ("per", "soft") else None, skeletons=None,
+                              nproc=nproc)
+            rep = symmetry_report(result.model, probe_task, tested, group_samples=group_samples, seed=seed)
+            rep["probe"] = {k: result.metrics.get(k) for k in ("model", "test_mse", "val_mse", "epochs",
+                                                               "train_seconds")}
+            if exact:  # one exactly equivariant EMLP per candidate, trained like the probe
+                exact_models, failed = {}, {}
+                for spec in tested:
+                    current[0] = out_dir / f"exact-{_slug(spec)}-seed{seed}"
+                    try:
+                        res = _run_one(source, f"emlp:{spec}", seed=seed, n_train=n_train, n_val=n_val,
+                                       n_test=n_test, epochs=epochs, ch=ch, num_layers=num_layers, lr=lr,
+                                       batch_size=batch_size, weight_decay=None, tuner=None,
+                                       run_dir=str(current[0]), resume=True, overwrite=False, progress=progress,
+                                       replace_different=overwrite, nproc=nproc, reused=True)
+                        exact_models[spec] = res.model
+                    except SoftsymError as exc:  # e.g. a complex group: no real EMLP
+                        failed[spec] = str(exc)
+                add_exact_comparison(rep, exact_model_comparison(result.model, exact_models, probe_task))
+                rep["exact_failed"] = failed
+        except KeyboardInterrupt as exc:
+            if json_out:  # as fit --json: one JSON object saying where the report stopped
+                console.print_json(dumps_strict(_interrupted_summary(
+                    current[0], exc, resume="run the same command again: finished runs are reused, the "
+                                            "interrupted one resumes")))
+            raise
         json_path.write_text(dumps_strict(rep, indent=1))
         png = plot_symmetry_report(rep, png_path)
         if json_out:
