@@ -90,7 +90,11 @@ def register(app: typer.Typer) -> None:
         no_lie: bool = typer.Option(False, "--no-lie", help="Skip the Lie-derivative errors."),
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this path ('-': print it on stdout instead of the tables)."),
     ):
-        """Check whether a model is equivariant: errors per group and per Lie generator, with a verdict."""
+        """Check whether a model is equivariant: errors per group and per Lie generator, with a verdict.
+
+        An nn.Module is measured in eval mode (dropout off, BatchNorm on its running statistics), as it is used at
+        inference. The exit status is 0 whatever the verdict (2 on bad input); read the verdict from --json.
+        """
         from ..check import check as run_check
         from ..errors import SoftsymError
 
