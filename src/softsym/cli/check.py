@@ -92,8 +92,9 @@ def register(app: typer.Typer) -> None:
     ):
         """Check whether a model is equivariant: errors per group and per Lie generator, with a verdict.
 
-        An nn.Module is measured in eval mode (dropout off, BatchNorm on its running statistics), as it is used at
-        inference. The exit status is 0 whatever the verdict (2 on bad input); read the verdict from --json.
+        An nn.Module is measured in eval mode (dropout off, BatchNorm on its running statistics).
+
+        The exit status is 0 whatever the verdict (2 on bad input); read the verdict from --json.
         """
         from ..check import check as run_check
         from ..errors import SoftsymError
