@@ -112,6 +112,10 @@ class SoftSymmetry(nn.Module):
         """The strength of one candidate, by name (``sym["O(3)"]``, any spelling of the group) or index."""
         return float(self.strengths[self.index(name)])
 
+    def __iter__(self):
+        """The candidates' names, in order (``sym[name]`` is a strength, as in a dict)."""
+        return iter(list(self.names))
+
     def strength(self, name) -> float:
         """The strength of one candidate, by name or index (as ``sym[name]``)."""
         return self[name]
