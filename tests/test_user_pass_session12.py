@@ -590,3 +590,35 @@ def test_trainer_messages_follow_the_cli_wording(tmp_path):
     with pytest.raises(ConfigError, match="resume=True"):  # outside the block: the Python wording again
         Trainer(build_model("mlp", task, ch=8), task, TrainConfig(epochs=1, batch_size=10, progress=False,
                                                                   run_dir=str(run))).fit()
+
+
+# ---------------------------------------------------------------- solver: small finite groups on large spaces (up54)
+@pytest.mark.parametrize("copies", [12, 30])
+def test_group_average_path_for_small_finite_groups(copies):
+    """D(5) as many copies of its 2-d rep: Hom(V, V) has copies^2 invariants. The eigenvalue-1 path took 66 s at
+    d = 60 and at d = 100 everything fell through to a refusal; the exact group average is seconds."""
+    from softsym.reps import solve
+
+    c, s = np.cos(2 * np.pi / 5), np.sin(2 * np.pi / 5)
+    rot, flip = np.array([[c, -s], [s, c]]), np.array([[1.0, 0.0], [0.0, -1.0]])
+    gens = np.stack([np.kron(np.eye(copies), rot), np.kron(np.eye(copies), flip)])
+    group = ss.FiniteGroup(torch.tensor(gens))
+    basis = ss.equivariant_basis(ss.rep("Hom(V,V)", group), cache=False)
+    assert basis.dim == copies ** 2
+    assert {b["path"] for b in basis.blocks} == {"average"}
+    q = basis.Q.numpy()
+    assert solve.block_residual(group, (0, 1), q) < 1e-10
+    assert np.allclose(q.T @ q, np.eye(copies ** 2), atol=1e-10)
+
+
+def test_group_average_path_matches_the_dense_null_space():
+    from softsym.reps import solve
+
+    group = ss.group("D(6)@z")
+    for atoms in [(0, 0, 0, 0, 0), (0, 1, 0, 1, 0)]:
+        out = solve._path_average(group, atoms, 1e-6)
+        c = solve.dense_constraint(group, atoms)
+        sv = np.linalg.svd(c, compute_uv=False)
+        null = c.shape[1] - int((sv > 1e-8 * sv.max()).sum())
+        assert out[0].shape == (3 ** 5, null) and solve.block_residual(group, atoms, out[0]) < 1e-12
+    assert isinstance(solve._path_average(ss.group("SO(3)"), (0, 0), 1e-6), type(None))

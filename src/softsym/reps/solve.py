@@ -461,6 +461,50 @@ def _path_eigen1(group: Group, atoms, tol):
     return q, np.zeros(0), float("inf"), {"eigen1": int(m), "skip_generator": gi}
 
 
+#: Largest group order for which the group-average path sums over all elements
+AVERAGE_MAX_ORDER = 2048
+
+
+def _path_average(group: Group, atoms, tol):
+    """Finite groups: the range of the exact projector P = (1/|G|) sum_g rho(g) on the block, from P applied to
+    random vectors; its dimension is known in advance from the characters, (1/|G|) sum_g prod_t tr(g_t).
+
+    For a small group on a large space (D(5) as 50 copies of its 2-d rep: 2500 invariants of Hom(V, V), d = 100)
+    the eigenvalue-1 restriction has too many index tuples and the dense fallback and LOBPCG are far slower."""
+    if len(group.lie_np) or not len(group.discrete_np) or group.is_complex:
+        return None
+    try:
+        order = group.order
+    except Exception:  # noqa: BLE001  (an unusual closure failure: this path just does not apply)
+        order = None
+    if order is None or order > AVERAGE_MAX_ORDER:
+        return f"needs an enumerable group of at most {AVERAGE_MAX_ORDER} elements"
+    d, p = group.d, len(atoms)
+    s = d**p
+    els = np.asarray(group.elements(), dtype=np.float64)
+    mats = [[_atom_disc(g, t) for t in atoms] for g in els]
+    chars = [np.prod([np.trace(m) for m in ms]) for ms in mats]
+    r = int(round(float(np.mean(chars))))
+    if r < 0 or abs(float(np.mean(chars)) - r) > 1e-6 * max(1.0, abs(r)):
+        return f"the character average {float(np.mean(chars)):.6g} is not an integer (inexact generators?)"
+    if r == 0:
+        return np.zeros((s, 0)), np.zeros(0), float("inf"), {"average": 0, "order": order}
+    if r > s:
+        return f"the character dimension {r} exceeds the block size {s} (inexact generators?)"
+    _check_alloc(group, atoms, s, 3 * r, 8, f"the group-average path's {r} vectors")
+    # P x for r random vectors spans the whole invariant space (rank r with probability 1); its QR is the basis
+    x = np.random.default_rng(defaults.SOLVER_SEED).standard_normal((s, r))
+    y = np.zeros_like(x)
+    for ms in mats:
+        y += _apply_axes(x, ms, d)
+    y /= order
+    q, rmat = np.linalg.qr(y)
+    diag = np.abs(np.diag(rmat))
+    if diag.min() <= 1e-10 * diag.max():
+        return "the averaged random vectors are numerically rank-deficient"
+    return q, np.zeros(0), float("inf"), {"average": r, "order": order}
+
+
 #: LOBPCG iterations of the short run that decides whether a block holds only null vectors (see _path_iterative)
 _ITERATIVE_PROBE_ITERS = 60
 
@@ -572,7 +616,8 @@ def solve_block(group: Group, atoms: Tuple[int, ...], tol: Optional[float] = Non
         candidates.append(("dense", _path_dense, False))
     if has_lie:
         candidates.append(("weights", _path_weights, True))
-    elif has_disc:
+    elif has_disc:  # the exact average first (small finite groups), then one generator's eigenvalue-1 space
+        candidates.append(("average", _path_average, False))
         candidates.append(("eigen1", _path_eigen1, True))
     if s <= defaults.DENSE_FALLBACK_MAX_DIM:
         candidates.append(("dense", _path_dense, False))
