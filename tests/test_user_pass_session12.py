@@ -622,3 +622,50 @@ def test_group_average_path_matches_the_dense_null_space():
         null = c.shape[1] - int((sv > 1e-8 * sv.max()).sum())
         assert out[0].shape == (3 ** 5, null) and solve.block_residual(group, atoms, out[0]) < 1e-12
     assert isinstance(solve._path_average(ss.group("SO(3)"), (0, 0), 1e-6), type(None))
+
+
+# ---------------------------------------------------------------- regression pass (up59)
+def test_penalties_on_batchnorm_models_backpropagate_and_leave_no_trace():
+    """Restoring BatchNorm's running statistics in place bumped their version: backward() failed."""
+    torch.manual_seed(0)
+    bn = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).double().train()
+    x = torch.randn(16, 3, dtype=torch.float64)
+    SampledPenalty("O(3)", "V", "V", seed=0)(bn, x).backward()
+    before = int(bn[1].num_batches_tracked)
+    LiePenalty("O(3)", "V", "V", seed=0)(bn, x).backward()
+    assert int(bn[1].num_batches_tracked) == before
+
+
+def test_refused_strength_loads_leave_the_module_unchanged():
+    sym = SoftSymmetry(["O(3)", "O(2)@z", "O(2)@x"], strengths=[1.0, 2.0, 3.0])
+    bad = sym.state_dict()
+    bad["strengths"] = torch.tensor([1.0, float("nan"), 1.0], dtype=torch.float64)
+    with pytest.raises(ConfigError):
+        sym.load_state_dict(bad)
+    other = SoftSymmetry(["O(2)@x", "O(3)", "O(2)@y"])
+    with pytest.raises(ConfigError, match="same candidates"):
+        other.load_state_dict(sym.state_dict())
+    assert sym.as_dict() == {"O(3)": 1.0, "O(2)@z": 2.0, "O(2)@x": 3.0}
+    assert other.as_dict() == {"O(2)@x": 1.0, "O(3)": 1.0, "O(2)@y": 1.0}
+    spelled = SoftSymmetry(["O(3)", "O(2)@[0,1]:3"], strengths=[1.0, 5.0])
+    target = SoftSymmetry(["O(2)@z", "O(3)"])
+    target.load_state_dict(spelled.state_dict())  # the same candidates under other spellings
+    assert target.as_dict() == {"O(2)@z": 5.0, "O(3)": 1.0}
+
+
+def test_report_notes_constant_targets_up_to_round_off():
+    from softsym.report import symmetry_report
+
+    rows = symmetry_report(nn.Linear(6, 1).double(), _o3_task(y=np.full((300, 1), 3.3)))["candidates"]
+    assert all("trivially" in r["reason"] for r in rows)
+
+
+def test_raw_model_on_tiny_targets_warns():
+    from softsym import TrainConfig, Trainer, task_from_arrays
+
+    r = np.random.default_rng(0)
+    x = r.standard_normal((60, 3))
+    task = task_from_arrays(x, (x ** 2).sum(1, keepdims=True) * 1e-8, "O(3)", "V", "V0", seed=0)
+    with pytest.warns(UserWarning, match="normalise the targets"):
+        Trainer(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double(), task,
+                TrainConfig(epochs=1, batch_size=30, progress=False)).fit()

@@ -315,7 +315,9 @@ def symmetry_report(model: Union[torch.nn.Module, Callable], task: Task, candida
             base = loss(x64, y64)
             base_mean = float(base.mean())
             constant_mse = _constant_mse(task, y64)
-            unlearned = constant_mse > 0 and base_mean >= constant_mse
+            # a constant target up to round-off (3.3 - mean(3.3, ...) is 1e-16, not 0)
+            constant = constant_mse <= 1e-20 * max(float((y64 ** 2).mean()), 1e-300)
+            unlearned = not constant and base_mean >= constant_mse
             scale = max(base_mean + float((y64 ** 2).mean()), 1e-300)  # round-off level of a loss difference
             groups = []
             for spec in cands:  # every candidate is checked before any is tested
@@ -351,7 +353,7 @@ def symmetry_report(model: Union[torch.nn.Module, Callable], task: Task, candida
                 row = {"group": spec, "candidate": spec, "z": z, "p_value": p, "mean_gap": m,
                        "loss_increase": m / base_mean if base_mean > 0 else float("nan"),
                        "verdict": _verdict(p, no_power or powerless), "group_samples": group_samples}
-                if constant_mse == 0.0:
+                if constant:
                     row["reason"] = (f"the {split} targets equal the training mean: every group holds trivially for "
                                      "a constant target")
                 elif unlearned and row["verdict"] == "holds":  # no power, not evidence ("broken" stays valid)

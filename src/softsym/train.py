@@ -621,6 +621,13 @@ class Trainer:
         self._check_output_shape(x_tr[:2], y_tr[:2])
         steps_per_epoch = math.ceil(n / cfg.batch_size)
         grad_scale = self._gradient_scale()
+        if grad_scale != 1.0 and not hasattr(model, "y_std"):  # not a build_model (Standardized) model
+            import warnings
+
+            warnings.warn(f"the training targets have a variance of {1.0 / grad_scale:.3g}: a model that predicts them "
+                          "in these raw units needs weights of that scale, which Adam cannot reach or resolve; "
+                          "normalise the targets (or build the model with softsym.build_model, which does)",
+                          UserWarning, stacklevel=2)
         strat.broadcast_module(model)  # every process starts from rank 0's parameters (and strengths)
         self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
         self.schedule = CosineSchedule(cfg.lr, cfg.epochs, cfg.schedule, cfg.min_lr)

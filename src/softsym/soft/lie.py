@@ -14,7 +14,8 @@ import torch
 
 from ..errors import ConfigError, ModelError, SoftsymError
 from ..metrics import _check_output, model_dtype_device
-from .sampled import bind_reps, check_inputs, check_normalize, check_residuals, penalty_seed, pick_reps, residual_scale
+from .sampled import (bind_reps, check_inputs, check_normalize, check_residuals, penalty_seed, pick_reps,
+                      residual_scale, same_randomness)
 from .symmetry import SoftSymmetry, as_symmetry
 
 __all__ = ["LiePenalty"]
@@ -103,7 +104,8 @@ class LiePenalty:
             gb = gens.to(x.device).repeat_interleave(b, dim=0)
             xs = x64.repeat(k, 1)
             tangent = rin.drho(gb).apply(xs)
-            y, dy = self._derivative(model, xs.to(mdtype), tangent.to(mdtype))
+            with same_randomness(model):  # as the sampled penalty: no trace in the RNG or BatchNorm statistics
+                y, dy = self._derivative(model, xs.to(mdtype), tangent.to(mdtype))
             _check_output(y, k * b, self.n_out, rout, check_finite=False)
             out_dtype = y.dtype if y.is_floating_point() else torch.float64
             y = y.reshape(k * b, self.n_out).to(torch.float64)

@@ -171,25 +171,52 @@ class SoftSymmetry(nn.Module):
             raise ConfigError(f"the state dict holds {tuple(value.shape)} strengths ({key}) but this SoftSymmetry has "
                               f"{len(self.groups)} candidates {self.names}; load a state dict saved with the same "
                               "candidates")
+        if isinstance(value, torch.Tensor) and value.device.type != "meta" and (
+                bool(torch.any(value < 0)) or not bool(torch.all(torch.isfinite(value)))):
+            raise ConfigError(f"the state dict's strengths {value.tolist()} are not all finite and non-negative")
+        extra = state_dict.get(prefix + "_extra_state")
+        if extra is not None:  # checked before anything is written: a refused load leaves the module as it was
+            self.set_extra_state(extra)
+            names = self.__dict__.get("_loaded_names")
+            if names is not None and self._order_of(names) is None:
+                self.__dict__.pop("_loaded_names", None)
+                raise ConfigError(f"the state dict's strengths are for candidates {names} but this SoftSymmetry has "
+                                  f"{self.names}; load a state dict saved with the same candidates")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
         if prefix + "_extra_state" in missing_keys:  # saved before the names were: strengths load by position
             missing_keys.remove(prefix + "_extra_state")
 
+    def _order_of(self, names: List[str]) -> Optional[List[int]]:
+        """For each of this module's candidates, its position in ``names`` (matched by name, else by group: "O(2)@z"
+        and "O(2)@[0,1]:3" are one candidate), or None when the two lists are not the same candidates."""
+        if len(names) != len(self.names):
+            return None
+        order = []
+        for j, own in enumerate(self.names):
+            if own in names:
+                order.append(names.index(own))
+                continue
+            try:
+                key = parse_group(self.groups[j]).key
+                hits = [i for i, n in enumerate(names) if parse_group(n).key == key]
+            except Exception:  # noqa: BLE001  (a custom display name that is no group spec)
+                hits = []
+            if len(hits) != 1:
+                return None
+            order.append(hits[0])
+        return order if sorted(order) == list(range(len(names))) else None
+
     @staticmethod
     def _check_loaded(module: "SoftSymmetry", incompatible) -> None:
-        """After load_state_dict: the loaded strengths must be valid, and follow the candidates' order."""
+        """After load_state_dict (names and values were checked before it wrote): follow the candidates' order."""
         names = module.__dict__.pop("_loaded_names", None)
+        if names is None or names == module.names:
+            return
+        order = module._order_of(names)
         lam = module.strengths
-        if names is not None and names != module.names:
-            if sorted(names) != sorted(module.names):
-                raise ConfigError(f"the state dict's strengths are for candidates {names} but this SoftSymmetry has "
-                                  f"{module.names}; load a state dict saved with the same candidates")
-            order = [names.index(n) for n in module.names]
-            with torch.no_grad():
-                lam.copy_(lam[torch.tensor(order, device=lam.device)])
-        if lam.device.type != "meta" and (bool(torch.any(lam < 0)) or not bool(torch.all(torch.isfinite(lam)))):
-            raise ConfigError(f"the state dict's strengths {lam.tolist()} are not all finite and non-negative")
+        with torch.no_grad():
+            lam.copy_(lam[torch.tensor(order, device=lam.device)])
 
     def _apply(self, fn, *args, **kwargs):
         """Move the strengths with the module (``.to(device)``) but keep them float64: ``model.half()`` would turn a
@@ -239,7 +266,7 @@ def as_symmetry(symmetry, who: str) -> SoftSymmetry:
     list of them or a dict {spec: strength} (so penalties accept ``["O(3)", "O(2)@z"]`` directly)."""
     if isinstance(symmetry, SoftSymmetry):
         return symmetry
-    if isinstance(symmetry, (str, Group, list, tuple, dict)):
-        return SoftSymmetry(symmetry)
+    if isinstance(symmetry, (str, Group, list, tuple, dict, set, frozenset)):
+        return SoftSymmetry(symmetry)  # (a set is refused there, with the reason)
     raise ConfigError(f"{who} needs a SoftSymmetry or candidate groups (e.g. ['O(3)', 'O(2)@z']), got "
                       f"{type(symmetry).__name__}")
