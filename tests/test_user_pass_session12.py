@@ -669,3 +669,15 @@ def test_raw_model_on_tiny_targets_warns():
     with pytest.warns(UserWarning, match="normalise the targets"):
         Trainer(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double(), task,
                 TrainConfig(epochs=1, batch_size=30, progress=False)).fit()
+
+
+def test_wrappers_name_a_failing_model():
+    """GroupAverage / FrameAverage / SortCanonicalize passed the model's raw RuntimeError through."""
+    from softsym.wrappers import FrameAverage, GroupAverage
+
+    ga = GroupAverage(nn.Linear(4, 1, dtype=torch.float64), "S(3)", "V", "V0")
+    with pytest.raises(ModelError, match="GroupAverage: calling the model on inputs of shape"):
+        ga(torch.randn(2, 3, dtype=torch.float64))
+    fa = FrameAverage(nn.Linear(7, 1, dtype=torch.float64), "O(3)")
+    with pytest.raises(ModelError, match="FrameAverage: calling the model"):
+        fa(torch.randn(2, 5, 3, dtype=torch.float64))

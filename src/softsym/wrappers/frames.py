@@ -59,7 +59,7 @@ from ..groups.base import Group
 from ..groups.classical import O as _O
 from ..groups.classical import SO as _SO
 from ..groups.sampling import haar_orthogonal
-from ..metrics import model_dtype_device, require_real_finite
+from ..metrics import call_model, model_dtype_device, require_real_finite
 
 __all__ = ["FrameAverage", "Canonicalize", "DegenerateFrameWarning", "OUTPUT_TYPES", "parse_frame_group"]
 
@@ -469,8 +469,9 @@ class _FrameBase(nn.Module):
         at least 256, so each call has the size of an ordinary forward pass; 0: a single call)."""
         rows = self.chunk_rows if self.chunk_rows is not None else max(batch, 256)
         if rows == 0 or canon.shape[0] <= rows:
-            return self.model(canon)
-        outs = [self.model(canon[i:i + rows]) for i in range(0, canon.shape[0], rows)]
+            return call_model(self.model, canon, type(self).__name__)
+        who = type(self).__name__
+        outs = [call_model(self.model, canon[i:i + rows], who) for i in range(0, canon.shape[0], rows)]
         if not all(isinstance(o, torch.Tensor) for o in outs):
             return outs[0]  # reported by the caller's check
         return torch.cat(outs)

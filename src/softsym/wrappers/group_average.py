@@ -12,7 +12,8 @@ from .. import defaults
 from ..defaults import DEFAULT_MC_SAMPLES  # re-exported: softsym.wrappers.group_average.DEFAULT_MC_SAMPLES
 from ..errors import ConfigError, DataError, ModelError
 from ..groups.parse import parse_group
-from ..metrics import _check_output, act_each, check_seed, finite_elements, model_dtype_device, require_real_finite
+from ..metrics import (_check_output, act_each, call_model, check_seed, finite_elements, model_dtype_device,
+                       require_real_finite)
 from ..reps.algebra import rep as _make_rep
 
 __all__ = ["GroupAverage", "DEFAULT_MC_SAMPLES"]
@@ -175,7 +176,7 @@ class GroupAverage(nn.Module):
         mdtype, _ = model_dtype_device(self.model, x)
         b = x.shape[0]
         if b == 0:  # the average over an empty batch is empty: the model's own output for it
-            return self._model_output(self.model(x.to(mdtype)), 0)
+            return self._model_output(call_model(self.model, x.to(mdtype), "GroupAverage"), 0)
         x64 = x.to(torch.float64)
         els, invs = self._current_elements(x.device)
         fixed = self.exact or not (self.training or self.elements is None)
@@ -190,7 +191,7 @@ class GroupAverage(nn.Module):
                 xg = torch.einsum("sij,bj->sbi", dense[0][start:start + s], x64).reshape(s * b, n_in).to(mdtype)
             else:
                 xg = act_each(self.rep_in, g, x64).to(mdtype)
-            y = self._model_output(self.model(xg), s * b)
+            y = self._model_output(call_model(self.model, xg, "GroupAverage"), s * b)
             if out_shape is None:
                 out_shape, out_dtype = tuple(y.shape[1:]), y.dtype
             y = y.reshape(s * b, n_out).to(torch.float64)

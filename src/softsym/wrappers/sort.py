@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError, ModelError, SoftsymError
+from ..metrics import call_model
 
 if TYPE_CHECKING:
     from ..reps.base import Rep
@@ -200,7 +201,7 @@ class SortCanonicalize(nn.Module):
         perm = self.sort_permutation(x)
         gidx = perm.reshape(b, n, *([1] * (xs.ndim - 2))).expand_as(xs)
         sorted_x = torch.movedim(torch.gather(xs, 1, gidx), 1, axis)
-        y = self.model(sorted_x)
+        y = call_model(self.model, sorted_x, type(self).__name__)
         if self.output == "invariant":
             return y
         if not isinstance(y, torch.Tensor) or y.ndim <= axis:
@@ -284,12 +285,12 @@ class SortCanonicalize(nn.Module):
                             f"{shape}")
         require_real_finite(x, "SortCanonicalize")
         if x.shape[0] == 0:  # nothing to sort
-            return self.model(x)
+            return call_model(self.model, x, type(self).__name__)
         mdtype, _ = model_dtype_device(self.model, x)
         x64 = x.to(torch.float64)
         mats, owner = self._frames(x64.detach())
         canon = self.rep_in.rho(mats).apply(x64[owner]).to(mdtype)
-        y = self.model(canon)
+        y = call_model(self.model, canon, type(self).__name__)
         if not isinstance(y, torch.Tensor) or y.ndim == 0 or y.shape[0] != len(owner) or \
                 y[0].numel() != self.rep_out.size:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
