@@ -638,8 +638,12 @@ def _lie_rows(f: Callable, rep_in: Rep, rep_out: Rep, gens: torch.Tensor, x64: t
             return f(inp)
         runner = _jvp if method == "jvp" else _double_vjp
         y, dy = runner(fn, _to_model(xs, mdtype), _to_model(tangent, mdtype))
-        fx = _check_output(y, k * b, n_out, rep_out).to(torch.float64)
-        dy = _check_output(dy, k * b, n_out, rep_out, check_finite=False).to(torch.float64)
+        try:
+            fx = _check_output(y, k * b, n_out, rep_out).to(torch.float64)
+            dy = _check_output(dy, k * b, n_out, rep_out, check_finite=False).to(torch.float64)
+        except ModelError as exc:  # the batch the model saw is the inputs stacked once per generator
+            raise ModelError(f"{exc} (the Lie derivative calls the model on the {b} inputs stacked {k} times, once "
+                             "per generator)") from None
     elif method == "fd":
         # fourth-order central differences along the orbit exp(sA) x, s in {-2h, -h, h, 2h}: truncation ~h^4,
         # round-off ~eps/h, so ~1e-12 relative in float64 with h = 1e-3
